@@ -1,0 +1,220 @@
+//! Load-time settings and limits shared by both sides.
+
+/// Length of a task's `comm`, including the terminating NUL.
+pub const COMM_LEN: usize = 16;
+/// At most this many `--comm` names.
+pub const MAX_COMMS: usize = 8;
+/// Group ids are below this (label sets of `cluster` x `backend_type`).
+pub const MAX_GROUPS: u32 = 256;
+/// Default capacity of the per-process map (`--max-processes`).
+pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
+/// Capacity of the per-task (thread) map, an LRU.
+pub const DEFAULT_MAX_TASKS: u32 = 32768;
+
+/// The comm filter, as the kernel compares it: each name NUL-padded to
+/// 16 bytes and read as two little-endian u64 words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommFilter {
+    pub words: [[u64; 2]; MAX_COMMS],
+    pub len: u32,
+    pub _pad: u32,
+}
+
+impl CommFilter {
+    /// Builds the filter; `None` if there are too many names or one is longer
+    /// than the kernel keeps (15 bytes).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Option<Self> {
+        let mut f = Self::default();
+        for name in names {
+            if name.is_empty() || name.len() >= COMM_LEN || f.len as usize >= MAX_COMMS {
+                return None;
+            }
+            let mut buf = [0u8; COMM_LEN];
+            buf[..name.len()].copy_from_slice(name);
+            let lo = u64::from_le_bytes([
+                buf[0], buf[1], buf[2], buf[3], buf[4], buf[5], buf[6], buf[7],
+            ]);
+            let hi = u64::from_le_bytes([
+                buf[8], buf[9], buf[10], buf[11], buf[12], buf[13], buf[14], buf[15],
+            ]);
+            f.words[f.len as usize] = [lo, hi];
+            f.len += 1;
+        }
+        Some(f)
+    }
+
+    /// True if the comm words (as read from the kernel) match one of the names.
+    #[inline(always)]
+    pub fn matches(&self, lo: u64, hi: u64) -> bool {
+        let mut i = 0;
+        while i < MAX_COMMS {
+            if i as u32 >= self.len {
+                return false;
+            }
+            if self.words[i][0] == lo && self.words[i][1] == hi {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &[u8]) -> (u64, u64) {
+        let mut b = [0u8; 16];
+        b[..s.len()].copy_from_slice(s);
+        (
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            u64::from_le_bytes(b[8..].try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn matches_exact_names_only() {
+        let f = CommFilter::new([&b"postgres"[..], b"postmaster"]).unwrap();
+        let (lo, hi) = words(b"postgres");
+        assert!(f.matches(lo, hi));
+        let (lo, hi) = words(b"postmaster");
+        assert!(f.matches(lo, hi));
+        let (lo, hi) = words(b"postgre");
+        assert!(!f.matches(lo, hi));
+        let (lo, hi) = words(b"postgres2");
+        assert!(!f.matches(lo, hi));
+    }
+
+    #[test]
+    fn rejects_names_the_kernel_cannot_hold() {
+        assert!(CommFilter::new([&b"0123456789abcdef"[..]]).is_none());
+        assert!(CommFilter::new([&b""[..]]).is_none());
+        let many: [&[u8]; 9] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i"];
+        assert!(CommFilter::new(many).is_none());
+        let fifteen = CommFilter::new([&b"0123456789abcde"[..]]).unwrap();
+        let (lo, hi) = words(b"0123456789abcde");
+        assert!(fifteen.matches(lo, hi));
+    }
+}
+
+/// Where the kernel programs find each tracepoint field: byte offsets read
+/// from tracefs `format` files at start-up (never hard-coded), plus the
+/// `prev_state` bit that marks an in-kernel preemption.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TracepointLayout {
+    pub switch_prev_comm: u32,
+    pub switch_prev_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_comm: u32,
+    pub switch_next_pid: u32,
+    pub wakeup_comm: u32,
+    pub wakeup_pid: u32,
+    pub wakeup_new_comm: u32,
+    pub wakeup_new_pid: u32,
+    pub exit_group_dead: u32,
+    pub futex_uaddr: u32,
+    pub futex_op: u32,
+    pub futex_wait_uaddr: u32,
+    pub futex_wake_uaddr: u32,
+    pub futex_waitv_uaddr: u32,
+    pub sys_exit_ret: u32,
+    /// `TASK_REPORT_MAX`: `prev_state` carries it when the task was preempted
+    /// inside the kernel (printed `R+`).
+    pub task_report_max: u32,
+    pub _pad: u32,
+}
+
+/// Bytes of the sched_switch record the kernel programs copy.
+pub const SWITCH_RECORD: usize = 64;
+/// Bytes of the sched_wakeup(_new) and sched_process_exit records copied.
+pub const WAKEUP_RECORD: usize = 40;
+/// Bytes of the futex syscall records copied.
+pub const SYSCALL_RECORD: usize = 64;
+
+impl TracepointLayout {
+    /// Checks that every field lies inside the bytes the programs copy.
+    pub fn fits(&self) -> Result<(), (&'static str, u32)> {
+        let checks: [(&'static str, u32, usize, usize); 16] = [
+            (
+                "sched_switch prev_comm",
+                self.switch_prev_comm,
+                16,
+                SWITCH_RECORD,
+            ),
+            (
+                "sched_switch prev_pid",
+                self.switch_prev_pid,
+                4,
+                SWITCH_RECORD,
+            ),
+            (
+                "sched_switch prev_state",
+                self.switch_prev_state,
+                8,
+                SWITCH_RECORD,
+            ),
+            (
+                "sched_switch next_comm",
+                self.switch_next_comm,
+                16,
+                SWITCH_RECORD,
+            ),
+            (
+                "sched_switch next_pid",
+                self.switch_next_pid,
+                4,
+                SWITCH_RECORD,
+            ),
+            ("sched_wakeup comm", self.wakeup_comm, 16, WAKEUP_RECORD),
+            ("sched_wakeup pid", self.wakeup_pid, 4, WAKEUP_RECORD),
+            (
+                "sched_wakeup_new comm",
+                self.wakeup_new_comm,
+                16,
+                WAKEUP_RECORD,
+            ),
+            (
+                "sched_wakeup_new pid",
+                self.wakeup_new_pid,
+                4,
+                WAKEUP_RECORD,
+            ),
+            (
+                "sched_process_exit group_dead",
+                self.exit_group_dead,
+                1,
+                WAKEUP_RECORD,
+            ),
+            ("sys_enter_futex uaddr", self.futex_uaddr, 8, SYSCALL_RECORD),
+            ("sys_enter_futex op", self.futex_op, 4, SYSCALL_RECORD),
+            (
+                "sys_enter_futex_wait uaddr",
+                self.futex_wait_uaddr,
+                8,
+                SYSCALL_RECORD,
+            ),
+            (
+                "sys_enter_futex_wake uaddr",
+                self.futex_wake_uaddr,
+                8,
+                SYSCALL_RECORD,
+            ),
+            (
+                "sys_enter_futex_waitv waiters",
+                self.futex_waitv_uaddr,
+                8,
+                SYSCALL_RECORD,
+            ),
+            ("sys_exit_futex ret", self.sys_exit_ret, 8, SYSCALL_RECORD),
+        ];
+        for (name, off, size, limit) in checks {
+            if off as usize + size > limit || !(off as usize).is_multiple_of(size.min(8)) {
+                return Err((name, off));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! What the kernel programs aggregate: per-process counters and per-group
+//! counters plus log2 histograms.
+
+use crate::hist::HIST_BUCKETS;
+
+/// Indices into [`Counters::v`]. Names and meanings are in the README.
+pub mod counter {
+    /// Switches out with the task asleep (S, D, ...).
+    pub const VOLUNTARY_SWITCHES: usize = 0;
+    /// Switches out with the task still runnable (R, or R+ preempted in the kernel).
+    pub const INVOLUNTARY_SWITCHES: usize = 1;
+    /// Completed preemption intervals: involuntary switch-out until running again.
+    pub const PREEMPTIONS: usize = 2;
+    /// Sum of those intervals.
+    pub const PREEMPTED_NS: usize = 3;
+    /// Completed wakeup-to-running intervals.
+    pub const WAKEUPS: usize = 4;
+    /// Sum of those intervals.
+    pub const WAKEUP_LATENCY_NS: usize = 5;
+    /// Futex wait calls that blocked (see README).
+    pub const FUTEX_WAITS: usize = 6;
+    /// Time spent in those calls.
+    pub const FUTEX_WAIT_NS: usize = 7;
+    /// Futex wake calls that woke at least one task.
+    pub const FUTEX_WAKES: usize = 8;
+    /// Number of counters (the rest of the array is reserved).
+    pub const USED: usize = 9;
+}
+
+/// Room for the counters that later measurements add, without a layout change.
+pub const NUM_COUNTERS: usize = 24;
+
+/// Counters, indexed by the constants in [`counter`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Counters {
+    pub v: [u64; NUM_COUNTERS],
+}
+
+impl Counters {
+    pub const fn zeroed() -> Self {
+        Self {
+            v: [0; NUM_COUNTERS],
+        }
+    }
+}
+
+/// Which histogram in [`GroupStats::hists`].
+pub mod hist_kind {
+    /// From an involuntary switch-out until the task runs again.
+    pub const PREEMPTED: usize = 0;
+    /// From wakeup until the task runs.
+    pub const WAKEUP_LATENCY: usize = 1;
+    /// Time blocked in one futex wait call.
+    pub const FUTEX_WAIT: usize = 2;
+}
+pub const NUM_HISTS: usize = 3;
+
+/// A log2 histogram (see [`crate::hist`]) with the exact sum of observations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Hist {
+    pub buckets: [u64; HIST_BUCKETS],
+    pub sum_ns: u64,
+}
+
+/// Everything the kernel aggregates for one group (one `cluster`,
+/// `backend_type` label set). Group ids are assigned by the agent; group 0
+/// holds events of processes that the agent has not classified yet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GroupStats {
+    pub counters: Counters,
+    pub hists: [Hist; NUM_HISTS],
+}
+
+/// Group 0: processes seen by the kernel before the agent classified them.
+pub const UNASSIGNED_GROUP: u32 = 0;
+
+/// The agent's classification of one process (key: tgid), written by the
+/// agent and read by the kernel programs.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Index into the group statistics.
+    pub group: u32,
+    /// Cluster id: futex addresses are matched only within one cluster.
+    pub cluster: u32,
+}
+
+/// Agent health counters kept by the kernel programs (index into `DIAG`).
+pub mod diag {
+    /// A task could not be added to the task map.
+    pub const TASK_MAP_FULL: usize = 0;
+    /// A process could not be added to the per-process map.
+    pub const PROC_MAP_FULL: usize = 1;
+    /// A process event could not be written to the ring buffer.
+    pub const EVENTS_LOST: usize = 2;
+    /// A group id out of range (an agent bug: counted rather than trusted).
+    pub const BAD_GROUP: usize = 3;
+    pub const NUM: usize = 4;
+}
+
+/// Key of the "who woke this futex" record: futex addresses are only
+/// comparable within one cluster (processes sharing one shared-memory map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakeKey {
+    pub cluster: u32,
+    pub _pad: u32,
+    pub uaddr: u64,
+}
+
+/// The last futex wake issued on a [`WakeKey`]: by whom and when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakeRecord {
+    pub waker_tid: u32,
+    pub waker_tgid: u32,
+    pub ns: u64,
+}

@@ -1,0 +1,16 @@
+//! `aya::Pod` for the map value types, for the agent only.
+use crate::{
+    config::CommFilter,
+    event::ProcEvent,
+    stats::{Counters, GroupStats, ProcInfo},
+};
+
+// SAFETY: all are #[repr(C)], made of integers only, without padding.
+unsafe impl aya::Pod for Counters {}
+unsafe impl aya::Pod for GroupStats {}
+unsafe impl aya::Pod for ProcInfo {}
+unsafe impl aya::Pod for ProcEvent {}
+unsafe impl aya::Pod for CommFilter {}
+unsafe impl aya::Pod for crate::config::TracepointLayout {}
+unsafe impl aya::Pod for crate::stats::WakeKey {}
+unsafe impl aya::Pod for crate::stats::WakeRecord {}

@@ -1,0 +1,99 @@
+//! Aggregation in the kernel: per-process counters and per-group counters
+//! plus log2 histograms, all in per-CPU maps (no atomics).
+use agent_common::{
+    config::MAX_GROUPS,
+    hist::bucket_index,
+    stats::{counter, diag, hist_kind, Counters, GroupStats},
+};
+
+use crate::{
+    maps::{bump_diag, GROUP_STATS, PROC_STATS},
+    task::TaskState,
+};
+
+/// Where one task's events are counted: its process and its group.
+/// Nullable raw pointers rather than `Option`s: the `None` path of an
+/// `Option<*mut T>` can leave a register undefined, which the verifier rejects.
+pub struct Sink {
+    proc: *mut Counters,
+    group: *mut GroupStats,
+}
+
+impl Sink {
+    #[inline(always)]
+    pub fn of(ts: &TaskState) -> Self {
+        let mut group = core::ptr::null_mut();
+        if ts.group < MAX_GROUPS {
+            if let Some(g) = GROUP_STATS.get_ptr_mut(ts.group) {
+                group = g;
+            }
+        } else {
+            bump_diag(diag::BAD_GROUP);
+        }
+        let mut proc = core::ptr::null_mut();
+        if ts.tgid != 0 {
+            if let Some(p) = PROC_STATS.get_ptr_mut(ts.tgid) {
+                proc = p;
+            }
+        }
+        Self { proc, group }
+    }
+
+    #[inline(always)]
+    pub fn add(&self, idx: usize, v: u64) {
+        if idx >= counter::USED {
+            return;
+        }
+        if !self.proc.is_null() {
+            unsafe { (*self.proc).v[idx] += v };
+        }
+        if !self.group.is_null() {
+            unsafe { (*self.group).counters.v[idx] += v };
+        }
+    }
+
+    /// One interval: a count, a sum, and a histogram observation.
+    #[inline(always)]
+    fn interval(&self, count: usize, sum: usize, kind: usize, ns: u64) {
+        self.add(count, 1);
+        self.add(sum, ns);
+        if !self.group.is_null() {
+            if let Some(h) = unsafe { (*self.group).hists.get_mut(kind) } {
+                if let Some(b) = h.buckets.get_mut(bucket_index(ns)) {
+                    *b += 1;
+                }
+                h.sum_ns += ns;
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn preempted(&self, ns: u64) {
+        self.interval(
+            counter::PREEMPTIONS,
+            counter::PREEMPTED_NS,
+            hist_kind::PREEMPTED,
+            ns,
+        );
+    }
+
+    #[inline(always)]
+    pub fn wakeup(&self, ns: u64) {
+        self.interval(
+            counter::WAKEUPS,
+            counter::WAKEUP_LATENCY_NS,
+            hist_kind::WAKEUP_LATENCY,
+            ns,
+        );
+    }
+
+    #[inline(always)]
+    pub fn futex_wait(&self, ns: u64) {
+        self.interval(
+            counter::FUTEX_WAITS,
+            counter::FUTEX_WAIT_NS,
+            hist_kind::FUTEX_WAIT,
+            ns,
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Maps and load-time settings. Sizes marked "set by the agent" are
+//! overridden with `EbpfLoader::set_max_entries`.
+use agent_common::{
+    config::{CommFilter, TracepointLayout, MAX_GROUPS},
+    stats::{diag, Counters, GroupStats, ProcInfo, WakeKey, WakeRecord},
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    Global,
+};
+
+use crate::task::TaskState;
+
+/// Tracepoint field offsets, from tracefs.
+#[unsafe(no_mangle)]
+pub static LAYOUT: Global<TracepointLayout> = Global::new(TracepointLayout {
+    switch_prev_comm: 0,
+    switch_prev_pid: 0,
+    switch_prev_state: 0,
+    switch_next_comm: 0,
+    switch_next_pid: 0,
+    wakeup_comm: 0,
+    wakeup_pid: 0,
+    wakeup_new_comm: 0,
+    wakeup_new_pid: 0,
+    exit_group_dead: 0,
+    futex_uaddr: 0,
+    futex_op: 0,
+    futex_wait_uaddr: 0,
+    futex_wake_uaddr: 0,
+    futex_waitv_uaddr: 0,
+    sys_exit_ret: 0,
+    task_report_max: 0,
+    _pad: 0,
+});
+
+/// Which `comm`s are traced.
+#[unsafe(no_mangle)]
+pub static COMMS: Global<CommFilter> = Global::new(CommFilter {
+    words: [[0; 2]; agent_common::config::MAX_COMMS],
+    len: 0,
+    _pad: 0,
+});
+
+/// Non-zero: only processes in `PIDS` are traced.
+#[unsafe(no_mangle)]
+pub static PID_FILTER: Global<u32> = Global::new(0);
+
+/// Per task (thread) state, keyed by tid. LRU, so a lost exit cannot leak.
+/// Size set by the agent.
+#[map]
+pub static TASKS: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(32768, 0);
+
+/// Per-process counters, keyed by tgid. The agent deletes an entry after the
+/// process exited and its counts were folded into the totals.
+/// Size set by the agent.
+#[map]
+pub static PROC_STATS: PerCpuHashMap<u32, Counters> = PerCpuHashMap::with_max_entries(8192, 0);
+
+/// The agent's classification of each process, keyed by tgid.
+/// Size set by the agent.
+#[map]
+pub static PROC_INFO: HashMap<u32, ProcInfo> = HashMap::with_max_entries(8192, 0);
+
+/// Counters and histograms per group (label set).
+#[map]
+pub static GROUP_STATS: PerCpuArray<GroupStats> = PerCpuArray::with_max_entries(MAX_GROUPS, 0);
+
+/// The `--pid` set (tgids).
+#[map]
+pub static PIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The last task that issued a futex wake on each address, per cluster.
+#[map]
+pub static WAKERS: LruHashMap<WakeKey, WakeRecord> = LruHashMap::with_max_entries(16384, 0);
+
+/// Process births and deaths, for the agent. Rare, so a ring buffer.
+#[map]
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// Health counters (see `agent_common::stats::diag`).
+#[map]
+pub static DIAG: PerCpuArray<u64> = PerCpuArray::with_max_entries(diag::NUM as u32, 0);
+
+/// Reads one field of a load-time global struct without copying the whole
+/// struct (a volatile load, so the compiler cannot fold the default in).
+macro_rules! global_field {
+    ($global:expr, $ty:ty, $field:ident) => {{
+        let p = core::ptr::addr_of!($global) as *const $ty;
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::ptr::read_volatile(core::ptr::addr_of!((*p).$field))
+        }
+    }};
+}
+pub(crate) use global_field;
+
+/// An offset from [`LAYOUT`].
+macro_rules! layout {
+    ($field:ident) => {
+        $crate::maps::global_field!(
+            $crate::maps::LAYOUT,
+            agent_common::config::TracepointLayout,
+            $field
+        )
+    };
+}
+pub(crate) use layout;
+
+#[inline(always)]
+pub fn bump_diag(idx: usize) {
+    if let Some(c) = DIAG.get_ptr_mut(idx as u32) {
+        unsafe { *c += 1 };
+    }
+}

@@ -1,0 +1,40 @@
+//! sched/sched_process_exit: frees the exiting task's state and, when the
+//! whole process is gone, tells the agent to fold its counters away.
+use agent_common::{
+    event::{ProcEvent, PROC_EXIT},
+    stats::diag,
+};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+
+use crate::{
+    maps::{bump_diag, layout, PROC_EVENTS, TASKS},
+    task::{Record, WAKEUP_RECORD},
+};
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(ts) = (unsafe { TASKS.get(tid) }) else {
+        return 0;
+    };
+    let tgid = ts.tgid;
+    let _ = TASKS.remove(tid);
+    let group_dead: u8 = Record::<WAKEUP_RECORD>::read(&ctx).get(layout!(exit_group_dead));
+    if group_dead != 0 && tgid != 0 {
+        if PROC_EVENTS
+            .output(
+                ProcEvent {
+                    kind: PROC_EXIT,
+                    tgid,
+                },
+                0,
+            )
+            .is_err()
+        {
+            bump_diag(diag::EVENTS_LOST);
+        }
+    }
+    0
+}

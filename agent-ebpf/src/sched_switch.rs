@@ -1,0 +1,79 @@
+//! sched/sched_switch: voluntary and involuntary switches, and the time a
+//! task waits on a run queue, after a preemption or after a wakeup.
+use agent_common::stats::counter;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+
+use crate::{
+    account::Sink,
+    maps::layout,
+    task::{resolve_current, task, task_or_create, Record, SWITCH_RECORD},
+};
+
+/// `prev_state` bits of a task that is exiting (EXIT_DEAD, EXIT_ZOMBIE).
+const EXITING: u64 = 0x10 | 0x20;
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let rec = Record::<SWITCH_RECORD>::read(&ctx);
+    let mut now = 0;
+    if rec.comm_traced(layout!(switch_prev_comm)) {
+        now = unsafe { bpf_ktime_get_ns() };
+        switch_out(&ctx, &rec, now);
+    }
+    if rec.comm_traced(layout!(switch_next_comm)) {
+        if now == 0 {
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        switch_in(&rec, now);
+    }
+    0
+}
+
+#[inline(always)]
+fn switch_out(ctx: &TracePointContext, rec: &Record<SWITCH_RECORD>, now: u64) {
+    let state: u64 = rec.get(layout!(switch_prev_state));
+    if state & EXITING != 0 {
+        return; // the final switch of an exiting task
+    }
+    let pid: u32 = rec.get(layout!(switch_prev_pid));
+    let Some(ts) = task_or_create(ctx, pid) else {
+        return;
+    };
+    if !resolve_current(ctx, ts) {
+        return;
+    }
+    // Involuntary: still runnable (R), or preempted inside the kernel (R+).
+    // This is the kernel's own nivcsw rule (see README).
+    let involuntary = state == 0 || state & layout!(task_report_max) as u64 != 0;
+    let sink = Sink::of(ts);
+    if involuntary {
+        sink.add(counter::INVOLUNTARY_SWITCHES, 1);
+        ts.offcpu_ns = now;
+    } else {
+        sink.add(counter::VOLUNTARY_SWITCHES, 1);
+        ts.offcpu_ns = 0;
+    }
+    ts.wake_ns = 0;
+}
+
+#[inline(always)]
+fn switch_in(rec: &Record<SWITCH_RECORD>, now: u64) {
+    let pid: u32 = rec.get(layout!(switch_next_pid));
+    let Some(ts) = task(pid) else { return };
+    if ts.offcpu_ns != 0 {
+        let d = now.saturating_sub(ts.offcpu_ns);
+        ts.offcpu_ns = 0;
+        ts.wake_ns = 0;
+        Sink::of(ts).preempted(d);
+    } else if ts.wake_ns != 0 {
+        let d = now.saturating_sub(ts.wake_ns);
+        ts.wake_ns = 0;
+        if ts.tgid == 0 {
+            // First run of a task we only saw woken: its process is known at
+            // its first switch-out, where this sample is counted.
+            ts.pending_wakeup_ns += d;
+        } else {
+            Sink::of(ts).wakeup(d);
+        }
+    }
+}

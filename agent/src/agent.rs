@@ -1,0 +1,225 @@
+//! The agent: loaded probes plus the process table, and the reads that the
+//! daemon, trace sessions and tests make of them.
+use std::collections::HashMap;
+
+use agent_common::{
+    event::{ProcEvent, PROC_EXIT, PROC_NEW},
+    stats::{diag, Counters, GroupStats, ProcInfo},
+};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+
+use crate::{
+    config::Config,
+    error::AgentError,
+    groups::Labels,
+    kernel_info::KernelInfo,
+    probes::Probes,
+    processes::ProcFs,
+    snapshot::{self, ProgramStats, Snapshot},
+    tracker::{KernelMaps, Tracker},
+};
+
+pub struct Agent {
+    probes: Probes,
+    maps: Maps,
+    events: RingBuf<MapData>,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    pub tracker: Tracker,
+    pub kernel: KernelInfo,
+    refreshes: u64,
+}
+
+/// The maps the agent writes or reads often, taken out of the `Ebpf`.
+struct Maps {
+    proc_info: BpfHashMap<MapData, u32, ProcInfo>,
+    proc_stats: PerCpuHashMap<MapData, u32, Counters>,
+    group_stats: PerCpuArray<MapData, GroupStats>,
+    diag: PerCpuArray<MapData, u64>,
+}
+
+impl KernelMaps for Maps {
+    fn set_proc_info(&mut self, tgid: u32, info: ProcInfo) {
+        if let Err(e) = self.proc_info.insert(tgid, info, 0) {
+            log::warn!(
+                "cannot record process {tgid} in the kernel map: {e}; raise --max-processes"
+            );
+        }
+    }
+
+    fn remove_proc(&mut self, tgid: u32) -> Option<Counters> {
+        let counters = self
+            .proc_stats
+            .get(&tgid, 0)
+            .ok()
+            .map(|v| snapshot::sum_counters(v.iter()));
+        let _ = self.proc_stats.remove(&tgid);
+        let _ = self.proc_info.remove(&tgid);
+        counters
+    }
+}
+
+fn take<T>(p: &mut Probes, name: &'static str) -> Result<T, AgentError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let m = p.ebpf.take_map(name).ok_or(AgentError::Map {
+        map: name,
+        detail: "missing".into(),
+    })?;
+    T::try_from(m).map_err(|e| AgentError::Map {
+        map: name,
+        detail: e.to_string(),
+    })
+}
+
+impl Agent {
+    /// Loads the programs, classifies the processes already running,
+    /// attaches, and classifies again (to catch those born in between).
+    pub fn start(cfg: &Config) -> Result<Agent, AgentError> {
+        let mut probes = Probes::load(cfg)?;
+        let logger = match aya_log::EbpfLogger::init(&mut probes.ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("no kernel-side log: {e}");
+                None
+            }
+        };
+        let mut maps = Maps {
+            proc_info: take(&mut probes, "PROC_INFO")?,
+            proc_stats: take(&mut probes, "PROC_STATS")?,
+            group_stats: take(&mut probes, "GROUP_STATS")?,
+            diag: take(&mut probes, "DIAG")?,
+        };
+        let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
+        let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
+        tracker.scan(&mut maps);
+        probes.attach()?;
+        tracker.scan(&mut maps);
+        Ok(Agent {
+            probes,
+            maps,
+            events,
+            logger,
+            tracker,
+            kernel: KernelInfo::read(),
+            refreshes: 0,
+        })
+    }
+
+    /// Handles pending process events and kernel log records. Cheap: the
+    /// ring buffer is read through shared memory, without a syscall when empty.
+    pub fn poll(&mut self) {
+        while let Some(item) = self.events.next() {
+            if item.len() < std::mem::size_of::<ProcEvent>() {
+                continue;
+            }
+            // SAFETY: the kernel wrote a ProcEvent; read_unaligned copes with any alignment.
+            let ev: ProcEvent =
+                unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ProcEvent) };
+            drop(item);
+            match ev.kind {
+                PROC_NEW => self.tracker.on_new(ev.tgid, &mut self.maps),
+                PROC_EXIT => self.tracker.on_exit(ev.tgid),
+                _ => {}
+            }
+        }
+        if let Some(l) = self.logger.as_mut() {
+            l.flush();
+        }
+    }
+
+    /// Once a second: new processes, label changes, exits. Every tenth call
+    /// also sweeps /proc for anything the ring buffer missed.
+    pub fn refresh(&mut self) {
+        self.poll();
+        self.refreshes += 1;
+        let sweep = self.refreshes.is_multiple_of(10);
+        if sweep {
+            self.tracker.scan(&mut self.maps);
+        }
+        self.tracker.refresh(&mut self.maps, sweep);
+    }
+
+    /// One process's counters, summed over CPUs (None if it has none).
+    pub fn process_counters(&self, tgid: u32) -> Option<Counters> {
+        if let Ok(v) = self.maps.proc_stats.get(&tgid, 0) {
+            return Some(snapshot::sum_counters(v.iter()));
+        }
+        self.tracker
+            .departed
+            .iter()
+            .find(|d| d.tgid == tgid)
+            .map(|d| d.counters)
+    }
+
+    /// Every live process's counters.
+    pub fn all_process_counters(&self) -> HashMap<u32, Counters> {
+        self.tracker
+            .procs
+            .keys()
+            .filter_map(|&tgid| Some((tgid, self.process_counters(tgid)?)))
+            .collect()
+    }
+
+    /// One group's statistics, summed over CPUs.
+    pub fn group_stats(&self, group: u32) -> Option<GroupStats> {
+        let v = self.maps.group_stats.get(&group, 0).ok()?;
+        Some(snapshot::sum_groups(v.iter()))
+    }
+
+    pub fn diag(&self) -> [u64; diag::NUM] {
+        let mut out = [0u64; diag::NUM];
+        for (i, o) in out.iter_mut().enumerate() {
+            if let Ok(v) = self.maps.diag.get(&(i as u32), 0) {
+                *o = v.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// The kernel's run-time statistics for each attached program.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut out = Vec::new();
+        for (name, prog) in self.probes.ebpf.programs() {
+            if let Ok(info) = prog.info() {
+                out.push(ProgramStats {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_ns: info.run_time().as_nanos() as u64,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    pub fn attached_programs(&self) -> &[&'static str] {
+        &self.probes.attached
+    }
+
+    /// Everything a scrape shows.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut groups = Vec::new();
+        for (id, labels) in self.tracker.groups.all() {
+            let Some(stats) = self.group_stats(id) else {
+                continue;
+            };
+            if id == 0 && snapshot::is_zero(&stats) {
+                continue;
+            }
+            groups.push((labels.clone(), stats));
+        }
+        Snapshot {
+            groups,
+            tracked: self.tracker.tracked_by_labels(),
+            kernel: self.kernel.clone(),
+            programs: self.program_stats(),
+            diag: self.diag(),
+        }
+    }
+
+    /// The labels a process has now.
+    pub fn labels_of(&self, tgid: u32) -> Option<Labels> {
+        self.tracker.procs.get(&tgid).map(|t| t.labels())
+    }
+}

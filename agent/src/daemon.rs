@@ -1,0 +1,67 @@
+//! `pgpreempt run`: the per-host exporter.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
+
+use crate::{agent::Agent, config::Config, exposition, server};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs until SIGINT or SIGTERM, then detaches everything.
+pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
+    // Bind first: a taken port must fail before anything is loaded.
+    let listener = server::bind(listen)?;
+    let agent = Agent::start(&cfg)?;
+    log::info!(
+        "pgpreempt {VERSION}: tracing comm {} ({} processes now), {} programs attached; metrics on http://{}/metrics",
+        cfg.comms.join(","),
+        agent.tracker.procs.len(),
+        agent.attached_programs().len(),
+        listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+    );
+    let agent = Arc::new(Mutex::new(agent));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = rt.block_on(async {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let render: server::Render = {
+            let agent = agent.clone();
+            Arc::new(move || {
+                let a = agent.lock().unwrap_or_else(|p| p.into_inner());
+                exposition::render(&a.snapshot(), VERSION)
+            })
+        };
+        let server = tokio::spawn(server::serve(listener, render, stop_rx.clone()));
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut poll = tokio::time::interval(Duration::from_millis(100));
+        let mut ticks = 0u64;
+        loop {
+            tokio::select! {
+                _ = poll.tick() => {
+                    let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
+                    ticks += 1;
+                    if ticks.is_multiple_of(10) { a.refresh() } else { a.poll() }
+                }
+                _ = sigint.recv() => { log::info!("SIGINT: detaching"); break; }
+                _ = sigterm.recv() => { log::info!("SIGTERM: detaching"); break; }
+            }
+        }
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        anyhow::Ok(())
+    });
+    // Dropping the agent detaches and unloads every program.
+    drop(agent);
+    result
+}

@@ -1,0 +1,37 @@
+//! The agent's errors. Each message says what to do about it.
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "tracefs not found at {0}: mount it with `mount -t tracefs nodev /sys/kernel/tracing` (as root)"
+    )]
+    TracefsMissing(PathBuf),
+
+    #[error(
+        "missing privileges: pgpreempt needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (run it as root or grant those capabilities){0}"
+    )]
+    MissingPrivileges(String),
+
+    #[error("this kernel cannot run pgpreempt: {0} (Linux 5.11 or later with tracepoints, BTF and BPF is required)")]
+    KernelUnsupported(String),
+
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(String),
+
+    #[error("attaching {program} failed: {detail}")]
+    Attach { program: String, detail: String },
+
+    #[error("eBPF map {map}: {detail}")]
+    Map { map: &'static str, detail: String },
+
+    #[error("invalid option: {0}")]
+    Config(String),
+}

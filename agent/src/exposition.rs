@@ -1,0 +1,292 @@
+//! Prometheus exposition: the metric names, their help, and the text format
+//! (through the `prometheus` crate's encoder).
+use agent_common::{
+    hist::{bucket_upper_ns, FINITE_BUCKETS},
+    stats::{counter, diag, hist_kind, Hist},
+};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+
+use crate::{groups::Labels, snapshot::Snapshot};
+
+const NS: f64 = 1e9;
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.into());
+    l.set_value(value.into());
+    l
+}
+
+fn group_labels(l: &Labels) -> Vec<LabelPair> {
+    vec![
+        label("cluster", &l.cluster),
+        label("backend_type", &l.backend_type),
+    ]
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+fn counter_metric(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_counter(c);
+    m
+}
+
+fn gauge_metric(labels: Vec<LabelPair>, v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+/// A kernel log2 histogram as a Prometheus histogram in seconds. The kernel's
+/// buckets already are `le` buckets, so this only accumulates them.
+pub fn histogram_metric(labels: Vec<LabelPair>, h: &Hist) -> Metric {
+    let mut buckets = Vec::with_capacity(FINITE_BUCKETS);
+    let mut cumulative = 0u64;
+    for i in 0..FINITE_BUCKETS {
+        cumulative += h.buckets[i];
+        let mut b = Bucket::default();
+        b.set_upper_bound(bucket_upper_ns(i) as f64 / NS);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    let total = cumulative + h.buckets[FINITE_BUCKETS];
+    let mut hist = Histogram::default();
+    hist.set_bucket(buckets);
+    hist.set_sample_count(total);
+    hist.set_sample_sum(h.sum_ns as f64 / NS);
+    let mut m = Metric::from_label(labels);
+    m.set_histogram(hist);
+    m
+}
+
+/// Every metric family of a snapshot.
+pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    let c = |idx: usize| move |g: &agent_common::stats::GroupStats| g.counters.v[idx] as f64;
+
+    let mut switches = Vec::new();
+    for (l, g) in &s.groups {
+        for (kind, idx) in [
+            ("voluntary", counter::VOLUNTARY_SWITCHES),
+            ("involuntary", counter::INVOLUNTARY_SWITCHES),
+        ] {
+            let mut labels = group_labels(l);
+            labels.push(label("kind", kind));
+            switches.push(counter_metric(labels, c(idx)(g)));
+        }
+    }
+    out.push(family(
+        "pgpreempt_context_switches_total",
+        "Context switches of traced tasks. kind=involuntary: switched out while still runnable (preempted); voluntary: switched out to sleep.",
+        MetricType::COUNTER,
+        switches,
+    ));
+
+    for (name, help, kind) in [
+        (
+            "pgpreempt_preempted_seconds",
+            "Time from an involuntary switch-out until the task runs again (run-queue wait after preemption).",
+            hist_kind::PREEMPTED,
+        ),
+        (
+            "pgpreempt_wakeup_latency_seconds",
+            "Time from wakeup (put on a run queue) until the task runs.",
+            hist_kind::WAKEUP_LATENCY,
+        ),
+        (
+            "pgpreempt_futex_wait_seconds",
+            "Time blocked in one futex wait call (PostgreSQL semaphores: LWLock and lock waits).",
+            kind_futex(),
+        ),
+    ] {
+        let metrics = s
+            .groups
+            .iter()
+            .map(|(l, g)| histogram_metric(group_labels(l), &g.hists[kind]))
+            .collect();
+        out.push(family(name, help, MetricType::HISTOGRAM, metrics));
+    }
+
+    out.push(family(
+        "pgpreempt_futex_wakes_total",
+        "Futex wake calls that woke at least one task.",
+        MetricType::COUNTER,
+        s.groups
+            .iter()
+            .map(|(l, g)| counter_metric(group_labels(l), c(counter::FUTEX_WAKES)(g)))
+            .collect(),
+    ));
+
+    out.push(family(
+        "pgpreempt_tracked_processes",
+        "Traced processes alive now.",
+        MetricType::GAUGE,
+        s.tracked
+            .iter()
+            .map(|(l, n)| gauge_metric(group_labels(l), *n as f64))
+            .collect(),
+    ));
+
+    out.push(family(
+        "pgpreempt_kernel_info",
+        "The kernel release and preemption model (none, voluntary, full, lazy, rt or unknown).",
+        MetricType::GAUGE,
+        vec![gauge_metric(
+            vec![
+                label("release", &s.kernel.release),
+                label("preempt_model", &s.kernel.preempt.model),
+            ],
+            1.0,
+        )],
+    ));
+
+    out.push(family(
+        "pgpreempt_build_info",
+        "The pgpreempt version.",
+        MetricType::GAUGE,
+        vec![gauge_metric(vec![label("version", version)], 1.0)],
+    ));
+
+    out.push(family(
+        "pgpreempt_bpf_program_runs_total",
+        "Runs of each pgpreempt kernel program (counted while BPF statistics are on: --bpf-stats or kernel.bpf_stats_enabled=1).",
+        MetricType::COUNTER,
+        s.programs
+            .iter()
+            .map(|p| counter_metric(vec![label("program", &p.name)], p.runs as f64))
+            .collect(),
+    ));
+    out.push(family(
+        "pgpreempt_bpf_program_run_seconds_total",
+        "Time spent in each pgpreempt kernel program (while BPF statistics are on).",
+        MetricType::COUNTER,
+        s.programs
+            .iter()
+            .map(|p| counter_metric(vec![label("program", &p.name)], p.run_ns as f64 / NS))
+            .collect(),
+    ));
+
+    out.push(family(
+        "pgpreempt_dropped_events_total",
+        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes.",
+        MetricType::COUNTER,
+        [
+            ("task_map_full", diag::TASK_MAP_FULL),
+            ("process_map_full", diag::PROC_MAP_FULL),
+            ("process_events_lost", diag::EVENTS_LOST),
+            ("bad_group", diag::BAD_GROUP),
+        ]
+        .iter()
+        .map(|&(r, i)| counter_metric(vec![label("reason", r)], s.diag[i] as f64))
+        .collect(),
+    ));
+    out
+}
+
+const fn kind_futex() -> usize {
+    hist_kind::FUTEX_WAIT
+}
+
+/// The text exposition of a snapshot.
+pub fn render(s: &Snapshot, version: &str) -> String {
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families(s, version))
+        .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        kernel_info::{KernelInfo, PreemptModel},
+        snapshot::{zero_group, ProgramStats},
+    };
+
+    fn snap() -> Snapshot {
+        let mut g = zero_group();
+        g.counters.v[counter::INVOLUNTARY_SWITCHES] = 7;
+        g.counters.v[counter::VOLUNTARY_SWITCHES] = 3;
+        g.hists[hist_kind::PREEMPTED].buckets[0] = 2; // <= 1 µs
+        g.hists[hist_kind::PREEMPTED].buckets[3] = 1; // <= 8 µs
+        g.hists[hist_kind::PREEMPTED].buckets[FINITE_BUCKETS] = 1; // > 8.39 s
+        g.hists[hist_kind::PREEMPTED].sum_ns = 9_000_005_000;
+        let l = Labels {
+            cluster: "/var/lib/pg".into(),
+            backend_type: "client backend".into(),
+        };
+        Snapshot {
+            groups: vec![(l.clone(), g)],
+            tracked: vec![(l, 4)],
+            kernel: KernelInfo {
+                release: "6.18.0".into(),
+                preempt: PreemptModel {
+                    model: "none".into(),
+                    source: "test".into(),
+                },
+            },
+            programs: vec![ProgramStats {
+                name: "sched_switch".into(),
+                runs: 10,
+                run_ns: 1500,
+            }],
+            diag: [0; diag::NUM],
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_seconds() {
+        let text = render(&snap(), "0.1.0");
+        let l = r#"backend_type="client backend",cluster="/var/lib/pg""#;
+        assert!(
+            text.contains(&format!(
+                "pgpreempt_preempted_seconds_bucket{{{l},le=\"0.000001\"}} 2"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "pgpreempt_preempted_seconds_bucket{{{l},le=\"0.000004\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "pgpreempt_preempted_seconds_bucket{{{l},le=\"0.000008\"}} 3"
+        )));
+        assert!(text.contains(&format!(
+            "pgpreempt_preempted_seconds_bucket{{{l},le=\"8.388608\"}} 3"
+        )));
+        assert!(text.contains(&format!(
+            "pgpreempt_preempted_seconds_bucket{{{l},le=\"+Inf\"}} 4"
+        )));
+        assert!(text.contains(&format!("pgpreempt_preempted_seconds_count{{{l}}} 4")));
+        assert!(text.contains(&format!("pgpreempt_preempted_seconds_sum{{{l}}} 9.000005")));
+    }
+
+    #[test]
+    fn counters_gauges_and_info() {
+        let text = render(&snap(), "0.1.0");
+        assert!(text.contains(r#"pgpreempt_context_switches_total{backend_type="client backend",cluster="/var/lib/pg",kind="involuntary"} 7"#), "{text}");
+        assert!(text.contains(r#"kind="voluntary"} 3"#));
+        assert!(text.contains(
+            r#"pgpreempt_tracked_processes{backend_type="client backend",cluster="/var/lib/pg"} 4"#
+        ));
+        assert!(text.contains(r#"pgpreempt_kernel_info{preempt_model="none",release="6.18.0"} 1"#));
+        assert!(text.contains(r#"pgpreempt_build_info{version="0.1.0"} 1"#));
+        assert!(text.contains(
+            r#"pgpreempt_bpf_program_run_seconds_total{program="sched_switch"} 0.0000015"#
+        ));
+        assert!(text.contains("# TYPE pgpreempt_futex_wait_seconds histogram"));
+        assert!(text.contains(r#"pgpreempt_dropped_events_total{reason="task_map_full"} 0"#));
+    }
+}

@@ -1,0 +1,176 @@
+//! The kernel release and its preemption model, for `pgpreempt_kernel_info`.
+use std::{fs, io::Read};
+
+/// The preemption model, and where it was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreemptModel {
+    /// none, voluntary, full, lazy, rt or unknown.
+    pub model: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct KernelInfo {
+    pub release: String,
+    pub preempt: PreemptModel,
+}
+
+impl KernelInfo {
+    pub fn read() -> KernelInfo {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        let preempt = detect_preempt(&release);
+        KernelInfo { release, preempt }
+    }
+}
+
+/// The model from `/sys/kernel/debug/sched/preempt`: the one in parentheses,
+/// e.g. `none voluntary full (lazy)`.
+pub fn parse_debugfs_preempt(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with('(') && w.ends_with(')'))
+        .map(|w| w.trim_matches(|c| c == '(' || c == ')').to_string())
+}
+
+/// `preempt=` from the kernel command line (only meaningful with
+/// CONFIG_PREEMPT_DYNAMIC).
+pub fn parse_cmdline_preempt(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("preempt="))
+        .map(|m| m.to_string())
+        .filter(|m| ["none", "voluntary", "full", "lazy"].contains(&m.as_str()))
+}
+
+/// The model a kernel config selects (its "Preemption Model" choice), and
+/// whether the mode can be changed at boot (PREEMPT_DYNAMIC).
+pub fn parse_config_preempt(config: &str) -> (Option<String>, bool) {
+    let set = |k: &str| config.lines().any(|l| l.trim() == format!("{k}=y"));
+    let dynamic = set("CONFIG_PREEMPT_DYNAMIC");
+    let model = if set("CONFIG_PREEMPT_RT") {
+        Some("rt")
+    } else if set("CONFIG_PREEMPT_LAZY") && !set("CONFIG_PREEMPT") && !set("CONFIG_PREEMPT_NONE") {
+        Some("lazy")
+    } else if set("CONFIG_PREEMPT_NONE") {
+        Some("none")
+    } else if set("CONFIG_PREEMPT_VOLUNTARY") {
+        Some("voluntary")
+    } else if set("CONFIG_PREEMPT") {
+        Some("full")
+    } else {
+        None
+    };
+    (model.map(String::from), dynamic)
+}
+
+fn read_config(release: &str) -> Option<(String, String)> {
+    if let Ok(f) = fs::File::open("/proc/config.gz") {
+        let mut s = String::new();
+        if flate2::read::GzDecoder::new(f)
+            .read_to_string(&mut s)
+            .is_ok()
+        {
+            return Some((s, "/proc/config.gz".into()));
+        }
+    }
+    let boot = format!("/boot/config-{release}");
+    fs::read_to_string(&boot).ok().map(|s| (s, boot))
+}
+
+/// Tries, in order: debugfs (the live mode), `preempt=` on the command line
+/// of a PREEMPT_DYNAMIC kernel, the kernel config's choice.
+pub fn detect_preempt(release: &str) -> PreemptModel {
+    if let Some(m) = fs::read_to_string("/sys/kernel/debug/sched/preempt")
+        .ok()
+        .and_then(|t| parse_debugfs_preempt(&t))
+    {
+        return PreemptModel {
+            model: m,
+            source: "/sys/kernel/debug/sched/preempt".into(),
+        };
+    }
+    let config = read_config(release);
+    let (model, dynamic) = config
+        .as_ref()
+        .map(|(c, _)| parse_config_preempt(c))
+        .unwrap_or((None, false));
+    if dynamic || config.is_none() {
+        if let Some(m) = fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|c| parse_cmdline_preempt(&c))
+        {
+            return PreemptModel {
+                model: m,
+                source: "/proc/cmdline preempt=".into(),
+            };
+        }
+    }
+    match (model, config) {
+        (Some(m), Some((_, src))) => PreemptModel {
+            model: m,
+            source: if dynamic {
+                format!("{src} (PREEMPT_DYNAMIC default)")
+            } else {
+                src
+            },
+        },
+        _ => PreemptModel {
+            model: "unknown".into(),
+            source: "not found".into(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debugfs_marks_the_live_model() {
+        assert_eq!(
+            parse_debugfs_preempt("none voluntary full (lazy)\n").as_deref(),
+            Some("lazy")
+        );
+        assert_eq!(
+            parse_debugfs_preempt("(none) voluntary full").as_deref(),
+            Some("none")
+        );
+        assert_eq!(parse_debugfs_preempt("none voluntary full"), None);
+    }
+
+    #[test]
+    fn cmdline_preempt() {
+        assert_eq!(
+            parse_cmdline_preempt("quiet preempt=full ro").as_deref(),
+            Some("full")
+        );
+        assert_eq!(parse_cmdline_preempt("quiet ro"), None);
+        assert_eq!(parse_cmdline_preempt("preempt=bogus"), None);
+    }
+
+    #[test]
+    fn config_choice() {
+        let c = "CONFIG_PREEMPT_BUILD=y\nCONFIG_PREEMPT_NONE=y\n# CONFIG_PREEMPT is not set\nCONFIG_PREEMPT_DYNAMIC=y\n";
+        assert_eq!(parse_config_preempt(c), (Some("none".into()), true));
+        assert_eq!(
+            parse_config_preempt("CONFIG_PREEMPT=y\n"),
+            (Some("full".into()), false)
+        );
+        assert_eq!(
+            parse_config_preempt("CONFIG_PREEMPT_VOLUNTARY=y\n"),
+            (Some("voluntary".into()), false)
+        );
+        assert_eq!(
+            parse_config_preempt("CONFIG_PREEMPT_LAZY=y\n"),
+            (Some("lazy".into()), false)
+        );
+        assert_eq!(
+            parse_config_preempt("CONFIG_PREEMPT_RT=y\nCONFIG_PREEMPT=y\n")
+                .0
+                .as_deref(),
+            Some("rt")
+        );
+        assert_eq!(parse_config_preempt("").0, None);
+    }
+}

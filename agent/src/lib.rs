@@ -1,0 +1,18 @@
+//! pgpreempt: why PostgreSQL got slower on a new kernel. eBPF programs on the
+//! scheduler and futex tracepoints, aggregated in the kernel, served as
+//! Prometheus metrics.
+pub mod agent;
+pub mod backend_type;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod exposition;
+pub mod groups;
+pub mod kernel_info;
+pub mod privileges;
+pub mod probes;
+pub mod processes;
+pub mod server;
+pub mod snapshot;
+pub mod tracefs;
+pub mod tracker;

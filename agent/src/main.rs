@@ -1,0 +1,133 @@
+//! The `pgpreempt` command line.
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use pgpreempt::{
+    config::{Config, DEFAULT_COMMS},
+    daemon,
+};
+
+/// The default metrics port. Prometheus's exporter range 9100-9999 is fully
+/// allocated; 19432 is outside it and outside Linux's ephemeral ports.
+const DEFAULT_LISTEN: &str = "127.0.0.1:19432";
+
+#[derive(Parser)]
+#[command(
+    name = "pgpreempt",
+    version,
+    about = "Why did PostgreSQL get slower on this kernel? Lock-holder preemption, off-CPU time and futex waits of PostgreSQL processes, from eBPF."
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the exporter: trace PostgreSQL processes and serve Prometheus metrics.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Address for /metrics and /healthz.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Turn on the kernel's BPF run-time statistics while running, for
+    /// pgpreempt_bpf_program_* (costs ~20 ns per program run).
+    #[arg(long)]
+    bpf_stats: bool,
+    /// Capacity of the per-process map.
+    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES)]
+    max_processes: u32,
+    /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
+    #[arg(long)]
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct SelectArgs {
+    /// Trace tasks with this comm (repeatable; replaces the default postgres, postmaster).
+    #[arg(long = "comm", value_name = "NAME")]
+    comms: Vec<String>,
+    /// Trace only this process and its threads (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pids: Vec<u32>,
+}
+
+impl SelectArgs {
+    fn apply(self, cfg: &mut Config) -> anyhow::Result<()> {
+        if !self.comms.is_empty() {
+            cfg.comms = self.comms;
+        } else {
+            cfg.comms = DEFAULT_COMMS.iter().map(|s| s.to_string()).collect();
+        }
+        for c in &cfg.comms {
+            if c.is_empty() || c.len() > 15 {
+                anyhow::bail!(
+                    "--comm {c:?}: a comm is 1 to 15 bytes (the kernel truncates longer names)"
+                );
+            }
+        }
+        if cfg.comms.len() > agent_common::config::MAX_COMMS {
+            anyhow::bail!("--comm: at most {} names", agent_common::config::MAX_COMMS);
+        }
+        cfg.pids = self.pids;
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, and where to look.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "pgpreempt: {} (see pgpreempt --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_millis()
+        .init();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the cause chain joined.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("pgpreempt: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Run(a) => {
+            let mut cfg = Config {
+                bpf_stats: a.bpf_stats,
+                max_processes: a.max_processes,
+                tracefs: a.tracefs,
+                ..Config::default()
+            };
+            a.select.apply(&mut cfg)?;
+            daemon::run(cfg, a.listen)
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The agent's table of traced processes: classifies new ones (from the
+//! kernel's ring buffer and from /proc), keeps their labels current, tells
+//! the kernel their group, and folds away the ones that exited.
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use agent_common::stats::{Counters, ProcInfo};
+
+use crate::{
+    groups::{Groups, Labels},
+    processes::{Classified, ProcFs},
+};
+
+/// How long after its exit notice a process's counters are kept in the
+/// kernel map before they are folded away (its last events may be in flight).
+pub const EXIT_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub tgid: u32,
+    pub class: Classified,
+    pub group: u32,
+    pub cluster_id: u32,
+    pub exited_at: Option<Instant>,
+}
+
+impl Tracked {
+    pub fn labels(&self) -> Labels {
+        Labels {
+            cluster: self.class.cluster.clone(),
+            backend_type: self.class.backend_type.into(),
+        }
+    }
+}
+
+/// A process that exited, with its final counters.
+#[derive(Debug, Clone)]
+pub struct Departed {
+    pub tgid: u32,
+    pub class: Classified,
+    pub counters: Counters,
+}
+
+/// What the tracker needs from the kernel maps (a trait, so the table logic
+/// is tested without BPF).
+pub trait KernelMaps {
+    fn set_proc_info(&mut self, tgid: u32, info: ProcInfo);
+    fn remove_proc(&mut self, tgid: u32) -> Option<Counters>;
+}
+
+pub struct Tracker {
+    pub procfs: ProcFs,
+    pub groups: Groups,
+    pub procs: HashMap<u32, Tracked>,
+    pub departed: Vec<Departed>,
+    comms: HashSet<String>,
+    pids: HashSet<u32>,
+    keep_departed: bool,
+}
+
+impl Tracker {
+    pub fn new(procfs: ProcFs, comms: &[String], pids: &[u32], keep_departed: bool) -> Self {
+        Self {
+            procfs,
+            groups: Groups::new(),
+            procs: HashMap::new(),
+            departed: Vec::new(),
+            comms: comms.iter().cloned().collect(),
+            pids: pids.iter().copied().collect(),
+            keep_departed,
+        }
+    }
+
+    /// True if the process passes the `--comm`/`--pid` selection.
+    pub fn selected(&self, pid: u32) -> bool {
+        if !self.pids.is_empty() && !self.pids.contains(&pid) {
+            return false;
+        }
+        self.procfs
+            .comm(pid)
+            .is_some_and(|c| self.comms.contains(&c))
+    }
+
+    /// Finds every selected process in /proc.
+    pub fn scan(&mut self, maps: &mut impl KernelMaps) {
+        for pid in self.procfs.pids() {
+            if !self.procs.contains_key(&pid) && self.selected(pid) {
+                self.add(pid, maps);
+            }
+        }
+    }
+
+    /// The kernel saw a new traced process.
+    pub fn on_new(&mut self, tgid: u32, maps: &mut impl KernelMaps) {
+        if !self.procs.contains_key(&tgid) {
+            self.add(tgid, maps);
+        }
+    }
+
+    /// The kernel saw a traced process exit.
+    pub fn on_exit(&mut self, tgid: u32) {
+        if let Some(t) = self.procs.get_mut(&tgid) {
+            t.exited_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn add(&mut self, pid: u32, maps: &mut impl KernelMaps) {
+        let Some(class) = self.procfs.classify(pid) else {
+            return;
+        };
+        let group = self.groups.id(&class.cluster, class.backend_type);
+        let cluster_id = self.groups.cluster_id(&class.cluster);
+        maps.set_proc_info(
+            pid,
+            ProcInfo {
+                group,
+                cluster: cluster_id,
+            },
+        );
+        self.procs.insert(
+            pid,
+            Tracked {
+                tgid: pid,
+                class,
+                group,
+                cluster_id,
+                exited_at: None,
+            },
+        );
+    }
+
+    /// Re-reads titles that were not settled, updating groups that changed;
+    /// with `all`, also notices processes that died without an exit notice.
+    pub fn refresh(&mut self, maps: &mut impl KernelMaps, sweep: bool) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        for t in self.procs.values_mut() {
+            if t.exited_at.is_some() {
+                continue;
+            }
+            if sweep && !self.procfs.exists(t.tgid) {
+                t.exited_at = Some(now);
+                continue;
+            }
+            if t.class.settled {
+                continue;
+            }
+            match self.procfs.classify(t.tgid) {
+                Some(c) => {
+                    if c.cluster != t.class.cluster || c.backend_type != t.class.backend_type {
+                        t.group = self.groups.id(&c.cluster, c.backend_type);
+                        t.cluster_id = self.groups.cluster_id(&c.cluster);
+                        maps.set_proc_info(
+                            t.tgid,
+                            ProcInfo {
+                                group: t.group,
+                                cluster: t.cluster_id,
+                            },
+                        );
+                    }
+                    t.class = c;
+                }
+                None => gone.push(t.tgid),
+            }
+        }
+        for tgid in gone {
+            self.on_exit(tgid);
+        }
+        self.harvest(maps, now);
+    }
+
+    /// Folds away processes whose exit is older than the grace period.
+    fn harvest(&mut self, maps: &mut impl KernelMaps, now: Instant) {
+        let done: Vec<u32> = self
+            .procs
+            .values()
+            .filter(|t| {
+                t.exited_at
+                    .is_some_and(|at| now.duration_since(at) >= EXIT_GRACE)
+            })
+            .map(|t| t.tgid)
+            .collect();
+        for tgid in done {
+            let t = self.procs.remove(&tgid).expect("listed above");
+            let counters = maps.remove_proc(tgid);
+            if self.keep_departed {
+                if let Some(counters) = counters {
+                    self.departed.push(Departed {
+                        tgid,
+                        class: t.class,
+                        counters,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Live processes per label set, for `pgpreempt_tracked_processes`.
+    pub fn tracked_by_labels(&self) -> Vec<(Labels, u64)> {
+        let mut m: HashMap<Labels, u64> = HashMap::new();
+        for (_, l) in self.groups.all().skip(1) {
+            m.insert(l.clone(), 0);
+        }
+        for t in self.procs.values().filter(|t| t.exited_at.is_none()) {
+            *m.entry(t.labels()).or_default() += 1;
+        }
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{fs, os::unix::fs::symlink, path::Path};
+
+    #[derive(Default)]
+    struct FakeMaps {
+        info: HashMap<u32, ProcInfo>,
+        stats: HashMap<u32, Counters>,
+    }
+    impl KernelMaps for FakeMaps {
+        fn set_proc_info(&mut self, tgid: u32, info: ProcInfo) {
+            self.info.insert(tgid, info);
+        }
+        fn remove_proc(&mut self, tgid: u32) -> Option<Counters> {
+            self.info.remove(&tgid);
+            self.stats.remove(&tgid)
+        }
+    }
+
+    fn entry(root: &Path, pid: u32, ppid: u32, comm: &str, title: &str, cwd: &Path) {
+        let d = root.join(pid.to_string());
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
+        fs::write(d.join("cmdline"), title.replace(' ', "\0")).unwrap();
+        fs::write(d.join("stat"), format!("{pid} ({comm}) S {ppid} 1")).unwrap();
+        let _ = fs::remove_file(d.join("cwd"));
+        symlink(cwd, d.join("cwd")).unwrap();
+    }
+
+    #[test]
+    fn scans_relabels_and_harvests() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("proc");
+        let data = tmp.path().join("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join("postmaster.pid"), "10\n").unwrap();
+        entry(&root, 10, 1, "postgres", "/usr/bin/postgres -D /d", &data);
+        entry(&root, 11, 10, "postgres", "/usr/bin/postgres -D /d", &data); // fresh fork
+        entry(&root, 12, 1, "bash", "bash", tmp.path());
+        let comms = vec!["postgres".to_string()];
+        let mut t = Tracker::new(ProcFs::at(&root), &comms, &[], true);
+        let mut maps = FakeMaps::default();
+        t.scan(&mut maps);
+        assert_eq!(t.procs.len(), 2, "bash is not selected");
+        let pm_group = maps.info[&10].group;
+        let child_group = maps.info[&11].group;
+        assert_ne!(pm_group, child_group);
+        assert_eq!(maps.info[&10].cluster, maps.info[&11].cluster);
+
+        // The child sets its title: it moves to the client backend group.
+        entry(
+            &root,
+            11,
+            10,
+            "postgres",
+            "postgres: u db [local] idle",
+            &data,
+        );
+        t.refresh(&mut maps, false);
+        assert_ne!(maps.info[&11].group, child_group);
+        assert_eq!(t.procs[&11].class.backend_type, "client backend");
+
+        // It exits: kept through the grace period, then folded away.
+        let mut c = Counters::zeroed();
+        c.v[1] = 42;
+        maps.stats.insert(11, c);
+        t.on_exit(11);
+        t.refresh(&mut maps, false);
+        assert!(t.procs.contains_key(&11));
+        std::thread::sleep(EXIT_GRACE);
+        t.refresh(&mut maps, false);
+        assert!(!t.procs.contains_key(&11));
+        assert!(!maps.info.contains_key(&11));
+        assert_eq!(t.departed.len(), 1);
+        assert_eq!(t.departed[0].counters.v[1], 42);
+
+        // A process that vanished without a notice is found by the sweep.
+        fs::remove_dir_all(root.join("10")).unwrap();
+        t.refresh(&mut maps, true);
+        std::thread::sleep(EXIT_GRACE);
+        t.refresh(&mut maps, false);
+        assert!(t.procs.is_empty());
+    }
+
+    #[test]
+    fn pid_selection_restricts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("proc");
+        entry(
+            &root,
+            20,
+            1,
+            "postgres",
+            "postgres: checkpointer",
+            tmp.path(),
+        );
+        entry(&root, 21, 1, "postgres", "postgres: walwriter", tmp.path());
+        let comms = vec!["postgres".to_string()];
+        let t = Tracker::new(ProcFs::at(&root), &comms, &[21], false);
+        assert!(!t.selected(20));
+        assert!(t.selected(21));
+    }
+}

@@ -1,0 +1,87 @@
+//! Helpers for the privileged integration tests: kernel ground truth from
+//! /proc, forked synthetic workloads, and a scratch PostgreSQL.
+#![allow(dead_code)]
+pub mod postgres;
+pub mod workload;
+
+use std::fs;
+
+/// The kernel's own accounting for one thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelTruth {
+    pub nonvoluntary: u64,
+    pub voluntary: u64,
+    /// Time waiting on a run queue, from schedstat (ns).
+    pub run_delay_ns: u64,
+}
+
+pub fn truth(pid: u32) -> KernelTruth {
+    let status = fs::read_to_string(format!("/proc/{pid}/task/{pid}/status")).expect("status");
+    let field = |k: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    let sched = fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).expect("schedstat");
+    let run_delay_ns = sched.split_whitespace().nth(1).unwrap().parse().unwrap();
+    KernelTruth {
+        nonvoluntary: field("nonvoluntary_ctxt_switches:"),
+        voluntary: field("voluntary_ctxt_switches:"),
+        run_delay_ns,
+    }
+}
+
+/// The scheduler state letter of a process (R, S, D, ...).
+pub fn state(pid: u32) -> char {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat[i + 2..].chars().next())
+        .unwrap_or('?')
+}
+
+/// Waits until every pid is asleep (S or D) and has stayed so for a moment.
+pub fn wait_asleep(pids: &[u32]) {
+    for _ in 0..500 {
+        if pids.iter().all(|&p| matches!(state(p), 'S' | 'D')) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if pids.iter().all(|&p| matches!(state(p), 'S' | 'D')) {
+                return;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("processes {pids:?} did not go to sleep");
+}
+
+/// Asserts `got` is within `pct` percent of `want` (and at most `floor` off,
+/// for tiny counts).
+pub fn assert_close(what: &str, got: f64, want: f64, pct: f64, floor: f64) {
+    let diff = (got - want).abs();
+    let allowed = (want.abs() * pct / 100.0).max(floor);
+    assert!(
+        diff <= allowed,
+        "{what}: agent {got} vs kernel {want} (off by {diff}, allowed {allowed})"
+    );
+}
+
+pub fn require_root() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the integration tests load eBPF programs and must run as root"
+    );
+}
+
+/// The tracing-type BPF programs loaded right now, by name.
+pub fn loaded_tracing_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| {
+            let t = format!("{:?}", p.program_type());
+            t.contains("TRACEPOINT") || t.contains("TRACING") || t.contains("KPROBE")
+        })
+        .map(|p| p.name_as_str().unwrap_or("?").to_string())
+        .collect()
+}

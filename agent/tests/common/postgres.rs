@@ -1,0 +1,156 @@
+//! A scratch PostgreSQL cluster started by the tests: initdb in a temporary
+//! directory, a Unix socket only, stopped and removed on drop.
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub bin: PathBuf,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: run `cargo xtask setup`")
+        .filter_map(|e| Some(e.ok()?.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    v.sort();
+    v.pop()
+        .expect("no PostgreSQL server under /usr/lib/postgresql")
+}
+
+pub fn as_postgres(bin: &Path, tool: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+    c
+}
+
+fn ok(c: &mut Command) {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// initdb + start, with extra `-c` settings.
+    pub fn start(settings: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pgpreempt-test")
+            .tempdir_in("/tmp")
+            .unwrap();
+        ok(Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(dir.path()));
+        let c = Cluster { dir, bin: pg_bin() };
+        ok(as_postgres(&c.bin, "initdb")
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(c.data()));
+        let mut opts = format!("-k {} -c listen_addresses=''", c.dir.path().display());
+        for s in settings {
+            opts.push_str(&format!(" -c {s}"));
+        }
+        ok(as_postgres(&c.bin, "pg_ctl")
+            .arg("-D")
+            .arg(c.data())
+            .args(["-w", "-o", &opts, "-l"])
+            .arg(c.dir.path().join("log"))
+            .arg("start"));
+        c
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn postmaster_pid(&self) -> u32 {
+        let s = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        s.lines().next().unwrap().trim().parse().unwrap()
+    }
+
+    pub fn pgbench(&self) -> Command {
+        let mut c = as_postgres(&self.bin, "pgbench");
+        c.arg("-h").arg(self.dir.path()).args(["-U", "postgres"]);
+        c
+    }
+
+    /// One query's output (unaligned, tuples only).
+    pub fn query(&self, sql: &str) -> String {
+        let out = as_postgres(&self.bin, "psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-U", "postgres", "-d", "postgres", "-Atc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// An interactive psql session fed through stdin.
+    pub fn session(&self) -> Session {
+        let child = as_postgres(&self.bin, "psql")
+            .arg("-h")
+            .arg(self.dir.path())
+            .args(["-U", "postgres", "-d", "postgres", "-Aqt"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Session { child }
+    }
+
+    /// Waits until `sql` returns `want`.
+    pub fn wait_for(&self, sql: &str, want: impl Fn(&str) -> bool, what: &str) {
+        let start = Instant::now();
+        loop {
+            let got = self.query(sql);
+            if want(&got) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what} (last: {got})"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+pub struct Session {
+    child: Child,
+}
+
+impl Session {
+    pub fn send(&mut self, sql: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}

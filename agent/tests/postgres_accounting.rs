@@ -1,0 +1,155 @@
+//! A real PostgreSQL under pgbench: per-backend involuntary switches and
+//! run-queue time against the kernel's accounting. The windows are exact
+//! because every backend is blocked at their edges, waiting on a table
+//! lock that the test holds.
+mod common;
+
+use std::{process::Stdio, time::Duration};
+
+use agent_common::stats::counter;
+use common::postgres::Cluster;
+use pgpreempt::{agent::Agent, config::Config};
+
+const CLIENTS: usize = 8;
+
+fn backends(pg: &Cluster) -> Vec<u32> {
+    let out = pg
+        .query("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' ORDER BY pid");
+    out.lines().map(|l| l.parse().unwrap()).collect()
+}
+
+fn all_blocked(pg: &Cluster) {
+    pg.wait_for(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
+        |n| n == CLIENTS.to_string(),
+        "every pgbench backend to wait on the test's lock",
+    );
+}
+
+#[test]
+fn backends_match_the_kernel_under_pgbench() {
+    common::require_root();
+    let pg = Cluster::start(&[]);
+    let init = pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "2", "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+
+    let mut agent = Agent::start(&Config::default()).expect("agent starts");
+    // More clients than CPUs, so backends preempt each other.
+    let mut bench = pg
+        .pgbench()
+        .args([
+            "-c",
+            &CLIENTS.to_string(),
+            "-j",
+            "2",
+            "-T",
+            "120",
+            "postgres",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // pgbench reads pgbench_branches at start-up: lock only once every
+    // client is connected and running.
+    pg.wait_for(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'",
+        |n| n.parse::<usize>().unwrap_or(0) >= CLIENTS / 2,
+        "pgbench clients to run",
+    );
+    let mut lock = pg.session();
+    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
+    all_blocked(&pg);
+    let pids = backends(&pg);
+    assert_eq!(pids.len(), CLIENTS);
+    agent.refresh();
+    for &p in &pids {
+        let labels = agent.labels_of(p).expect("backend tracked");
+        assert_eq!(labels.backend_type, "client backend", "pid {p}");
+        assert_eq!(
+            labels.cluster,
+            pg.data().canonicalize().unwrap().display().to_string()
+        );
+    }
+
+    let read = |agent: &Agent| -> Vec<_> {
+        pids.iter()
+            .map(|&p| {
+                (
+                    common::truth(p),
+                    agent.process_counters(p).expect("backend counted"),
+                )
+            })
+            .collect()
+    };
+    let before = read(&agent);
+    lock.send("COMMIT;");
+    std::thread::sleep(Duration::from_secs(6));
+    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
+    all_blocked(&pg);
+    common::wait_asleep(&pids);
+    let after = read(&agent);
+    agent.refresh();
+
+    let mut sum_k = 0.0;
+    let mut sum_a = 0.0;
+    let mut invol_total = 0;
+    for (i, ((k0, a0), (k1, a1))) in before.iter().zip(after.iter()).enumerate() {
+        let k_invol = (k1.nonvoluntary - k0.nonvoluntary) as f64;
+        let a_invol =
+            (a1.v[counter::INVOLUNTARY_SWITCHES] - a0.v[counter::INVOLUNTARY_SWITCHES]) as f64;
+        invol_total += k_invol as u64;
+        common::assert_close(
+            &format!("backend {} involuntary switches", pids[i]),
+            a_invol,
+            k_invol,
+            1.0,
+            1.0,
+        );
+        let k_wait = (k1.run_delay_ns - k0.run_delay_ns) as f64;
+        let a_wait = ((a1.v[counter::PREEMPTED_NS] - a0.v[counter::PREEMPTED_NS])
+            + (a1.v[counter::WAKEUP_LATENCY_NS] - a0.v[counter::WAKEUP_LATENCY_NS]))
+            as f64;
+        common::assert_close(
+            &format!("backend {} run-queue ns", pids[i]),
+            a_wait,
+            k_wait,
+            3.0,
+            0.0,
+        );
+        sum_k += k_wait;
+        sum_a += a_wait;
+        assert!(
+            a1.v[counter::FUTEX_WAITS] > a0.v[counter::FUTEX_WAITS],
+            "backend {} never waited on a futex",
+            pids[i]
+        );
+    }
+    eprintln!(
+        "run-queue time: agent {:.3} s, kernel {:.3} s; involuntary switches {invol_total}",
+        sum_a / 1e9,
+        sum_k / 1e9
+    );
+    assert!(
+        invol_total > 50,
+        "pgbench caused only {invol_total} involuntary switches"
+    );
+
+    // The metrics show the same cluster with the right labels.
+    let text = pgpreempt::exposition::render(&agent.snapshot(), "test");
+    assert!(text.contains("backend_type=\"client backend\""), "{text}");
+    assert!(text.contains("backend_type=\"checkpointer\""));
+    assert!(text.contains("backend_type=\"postmaster\""));
+
+    lock.send("COMMIT;");
+    let _ = bench.kill();
+    let _ = bench.wait();
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask demo`: a scratch PostgreSQL under pgbench (more clients than
+//! CPUs), traced by `pgpreempt run`, then a short summary of the metrics.
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{pg::Scratch, root, sh};
+
+/// Kills the agent on every exit path (SIGTERM: it detaches itself).
+struct Agent(Child);
+impl Drop for Agent {
+    fn drop(&mut self) {
+        unsafe { libc_kill(self.0.id() as i32, 15) };
+        let _ = self.0.wait();
+    }
+}
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn scrape(port: u16) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// (metric name, labels text) -> value.
+fn parse(text: &str) -> BTreeMap<(String, String), f64> {
+    let mut m = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if let Ok(v) = value.parse() {
+            m.insert((name.to_string(), labels.to_string()), v);
+        }
+    }
+    m
+}
+
+fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
+    labels
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+        .map(|v| v.trim_end_matches('"'))
+}
+
+/// The `q` quantile's bucket bound from cumulative `le` buckets.
+fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, c)| *c >= q * total)
+        .map(|(le, _)| *le)
+}
+
+fn fmt_s(s: f64) -> String {
+    if s.is_infinite() {
+        ">8s".into()
+    } else if s < 1e-3 {
+        format!("{:.0}µs", s * 1e6)
+    } else {
+        format!("{:.1}ms", s * 1e3)
+    }
+}
+
+pub fn run(seconds: u32) -> Result<()> {
+    crate::pg::require_root()?;
+    let root = root();
+    sh(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "-p", "pgpreempt"]))?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let clients = (cpus * 4).max(8);
+
+    println!("== starting a scratch PostgreSQL cluster");
+    let pg = Scratch::start()?;
+    sh(pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "4", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    println!("== starting pgpreempt run --listen 127.0.0.1:{port}");
+    let agent = Agent(
+        Command::new(root.join("target/release/pgpreempt"))
+            .args([
+                "run",
+                "--bpf-stats",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .spawn()
+            .context("starting pgpreempt")?,
+    );
+    let mut up = false;
+    for _ in 0..100 {
+        if scrape(port).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !up {
+        bail!("pgpreempt did not start serving metrics");
+    }
+    let before = parse(&scrape(port)?);
+
+    println!("== pgbench: {clients} clients on {cpus} CPUs for {seconds} s");
+    let out = pg
+        .pgbench()
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &cpus.to_string(),
+            "-T",
+            &seconds.to_string(),
+            "postgres",
+        ])
+        .output()?;
+    let tps = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .unwrap_or("tps = ?")
+        .to_string();
+    let after = parse(&scrape(port)?);
+    drop(agent);
+    let cluster = pg.datadir().display().to_string();
+    drop(pg);
+
+    println!("\n== what pgpreempt saw ({tps})");
+    summarize(&before, &after, &cluster, seconds as f64);
+    println!("\n(cluster, agent and temporary files removed)");
+    Ok(())
+}
+
+fn summarize(
+    before: &BTreeMap<(String, String), f64>,
+    after: &BTreeMap<(String, String), f64>,
+    cluster: &str,
+    secs: f64,
+) {
+    let delta = |name: &str, labels: &str| {
+        let k = (name.to_string(), labels.to_string());
+        after.get(&k).copied().unwrap_or(0.0) - before.get(&k).copied().unwrap_or(0.0)
+    };
+    println!(
+        "{:<22} {:>10} {:>10} {:>12} {:>10} {:>10} {:>11} {:>10}",
+        "backend_type", "invol/s", "vol/s", "preempted/s", "p99", "wake p50", "wake p99", "futex/s"
+    );
+    let mut types: Vec<String> = after
+        .keys()
+        .filter(|(n, l)| {
+            n == "pgpreempt_context_switches_total" && label(l, "cluster") == Some(cluster)
+        })
+        .filter_map(|(_, l)| label(l, "backend_type").map(str::to_string))
+        .collect();
+    types.dedup();
+    for bt in types {
+        let gl = format!("backend_type=\"{bt}\",cluster=\"{cluster}\"");
+        let invol = delta(
+            "pgpreempt_context_switches_total",
+            &format!("{gl},kind=\"involuntary\""),
+        ) / secs;
+        let vol = delta(
+            "pgpreempt_context_switches_total",
+            &format!("{gl},kind=\"voluntary\""),
+        ) / secs;
+        let preempted = delta("pgpreempt_preempted_seconds_sum", &gl) / secs;
+        let hist = |name: &str| -> Vec<(f64, f64)> {
+            let mut v: Vec<(f64, f64)> = after
+                .keys()
+                .filter(|(n, l)| n == name && l.starts_with(&gl))
+                .filter_map(|(n, l)| {
+                    let le = label(l, "le")?;
+                    let le = if le == "+Inf" {
+                        f64::INFINITY
+                    } else {
+                        le.parse().ok()?
+                    };
+                    Some((le, delta(n, l)))
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+            v
+        };
+        let pre = hist("pgpreempt_preempted_seconds_bucket");
+        let wake = hist("pgpreempt_wakeup_latency_seconds_bucket");
+        let q = |b: &[(f64, f64)], q| quantile(b, q).map(fmt_s).unwrap_or_else(|| "-".into());
+        let futex = delta("pgpreempt_futex_wait_seconds_count", &gl) / secs;
+        if invol + vol == 0.0 {
+            continue;
+        }
+        println!(
+            "{:<22} {:>10.0} {:>10.0} {:>11.1}% {:>10} {:>10} {:>11} {:>10.0}",
+            bt,
+            invol,
+            vol,
+            preempted * 100.0,
+            q(&pre, 0.99),
+            q(&wake, 0.5),
+            q(&wake, 0.99),
+            futex
+        );
+    }
+    let total: f64 = after
+        .iter()
+        .filter(|((n, _), _)| n == "pgpreempt_bpf_program_run_seconds_total")
+        .map(|((n, l), _)| delta(n, l))
+        .sum();
+    println!(
+        "\npreempted/s: run-queue time after preemption per second of wall time (100% = one CPU's worth).\n\
+         p99 columns: upper bound of the log2 bucket that holds the 99th percentile.\n\
+         agent cost: {:.2}% of one CPU in its kernel programs.",
+        total / secs * 100.0
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_exposition_and_quantiles() {
+        let m = parse("# HELP x\nx_total{a=\"1\",b=\"2\"} 5\ny 2.5\n");
+        assert_eq!(m[&("x_total".into(), "a=\"1\",b=\"2\"".into())], 5.0);
+        assert_eq!(m[&("y".into(), "".into())], 2.5);
+        assert_eq!(label("a=\"1\",le=\"0.5\"", "le"), Some("0.5"));
+        let b = [
+            (0.001, 50.0),
+            (0.002, 98.0),
+            (0.004, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        assert_eq!(quantile(&b, 0.5), Some(0.001));
+        assert_eq!(quantile(&b, 0.99), Some(0.004));
+        assert_eq!(quantile(&[(1.0, 0.0)], 0.5), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! `cargo xtask`: setup, test and demo for pgpreempt.
+mod demo;
+mod pg;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, set up, test and demo pgpreempt")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (Debian packages, rust-src, bpf-linker); idempotent.
+    Setup,
+    /// Run every test: unit tests, then the privileged tests that load the
+    /// eBPF programs against a PostgreSQL the tests start themselves.
+    Test {
+        /// Extra arguments for the integration test binaries (a filter, say).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Show the main job: a scratch PostgreSQL under pgbench, traced for ~20 s.
+    Demo {
+        /// Seconds of pgbench load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u32,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Test { args } => setup::run().and_then(|()| test::run(&args)),
+        Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its command line if it fails.
+pub fn sh(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let st = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot run {cmd:?}: {e}"))?;
+    anyhow::ensure!(st.success(), "{cmd:?} failed ({st})");
+    Ok(())
+}
