@@ -127,94 +127,90 @@ pub struct TracepointLayout {
     pub _pad: u32,
 }
 
-/// Bytes of the sched_switch record the kernel programs copy.
-pub const SWITCH_RECORD: usize = 64;
-/// Bytes of the sched_wakeup(_new) and sched_process_exit records copied.
-pub const WAKEUP_RECORD: usize = 40;
-/// Bytes of the futex syscall records copied.
-pub const SYSCALL_RECORD: usize = 64;
+/// The kernel programs load fields at aligned offsets below this, and
+/// one-byte fields at offsets 24 to 40 (see `ctx_load!` in
+/// agent-ebpf/src/task.rs).
+pub const MAX_FIELD_END: usize = 64;
 
 impl TracepointLayout {
-    /// Checks that every field lies inside the bytes the programs copy.
+    /// Checks that every field is at an offset the kernel programs can load.
     pub fn fits(&self) -> Result<(), (&'static str, u32)> {
-        let checks: [(&'static str, u32, usize, usize); 16] = [
-            (
-                "sched_switch prev_comm",
-                self.switch_prev_comm,
-                16,
-                SWITCH_RECORD,
-            ),
-            (
-                "sched_switch prev_pid",
-                self.switch_prev_pid,
-                4,
-                SWITCH_RECORD,
-            ),
-            (
-                "sched_switch prev_state",
-                self.switch_prev_state,
-                8,
-                SWITCH_RECORD,
-            ),
-            (
-                "sched_switch next_comm",
-                self.switch_next_comm,
-                16,
-                SWITCH_RECORD,
-            ),
-            (
-                "sched_switch next_pid",
-                self.switch_next_pid,
-                4,
-                SWITCH_RECORD,
-            ),
-            ("sched_wakeup comm", self.wakeup_comm, 16, WAKEUP_RECORD),
-            ("sched_wakeup pid", self.wakeup_pid, 4, WAKEUP_RECORD),
-            (
-                "sched_wakeup_new comm",
-                self.wakeup_new_comm,
-                16,
-                WAKEUP_RECORD,
-            ),
-            (
-                "sched_wakeup_new pid",
-                self.wakeup_new_pid,
-                4,
-                WAKEUP_RECORD,
-            ),
-            (
-                "sched_process_exit group_dead",
-                self.exit_group_dead,
-                1,
-                WAKEUP_RECORD,
-            ),
-            ("sys_enter_futex uaddr", self.futex_uaddr, 8, SYSCALL_RECORD),
-            ("sys_enter_futex op", self.futex_op, 4, SYSCALL_RECORD),
-            (
-                "sys_enter_futex_wait uaddr",
-                self.futex_wait_uaddr,
-                8,
-                SYSCALL_RECORD,
-            ),
-            (
-                "sys_enter_futex_wake uaddr",
-                self.futex_wake_uaddr,
-                8,
-                SYSCALL_RECORD,
-            ),
-            (
-                "sys_enter_futex_waitv waiters",
-                self.futex_waitv_uaddr,
-                8,
-                SYSCALL_RECORD,
-            ),
-            ("sys_exit_futex ret", self.sys_exit_ret, 8, SYSCALL_RECORD),
+        let checks: [(&'static str, u32, usize); 16] = [
+            ("sched_switch prev_comm", self.switch_prev_comm, 16),
+            ("sched_switch prev_pid", self.switch_prev_pid, 4),
+            ("sched_switch prev_state", self.switch_prev_state, 8),
+            ("sched_switch next_comm", self.switch_next_comm, 16),
+            ("sched_switch next_pid", self.switch_next_pid, 4),
+            ("sched_wakeup comm", self.wakeup_comm, 16),
+            ("sched_wakeup pid", self.wakeup_pid, 4),
+            ("sched_wakeup_new comm", self.wakeup_new_comm, 16),
+            ("sched_wakeup_new pid", self.wakeup_new_pid, 4),
+            ("sched_process_exit group_dead", self.exit_group_dead, 1),
+            ("sys_enter_futex uaddr", self.futex_uaddr, 8),
+            ("sys_enter_futex op", self.futex_op, 4),
+            ("sys_enter_futex_wait uaddr", self.futex_wait_uaddr, 8),
+            ("sys_enter_futex_wake uaddr", self.futex_wake_uaddr, 8),
+            ("sys_enter_futex_waitv waiters", self.futex_waitv_uaddr, 8),
+            ("sys_exit_futex ret", self.sys_exit_ret, 8),
         ];
-        for (name, off, size, limit) in checks {
-            if off as usize + size > limit || !(off as usize).is_multiple_of(size.min(8)) {
+        for (name, off, size) in checks {
+            let off_us = off as usize;
+            let align = if size == 1 { 1 } else { size.min(8) };
+            let bytes_ok = size != 1 || (24..=40).contains(&off_us);
+            if off_us < 8
+                || off_us + size > MAX_FIELD_END
+                || !off_us.is_multiple_of(align)
+                || !bytes_ok
+            {
                 return Err((name, off));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn standard() -> TracepointLayout {
+        TracepointLayout {
+            switch_prev_comm: 8,
+            switch_prev_pid: 24,
+            switch_prev_state: 32,
+            switch_next_comm: 40,
+            switch_next_pid: 56,
+            wakeup_comm: 8,
+            wakeup_pid: 24,
+            wakeup_new_comm: 8,
+            wakeup_new_pid: 24,
+            exit_group_dead: 32,
+            futex_uaddr: 16,
+            futex_op: 24,
+            futex_wait_uaddr: 16,
+            futex_wake_uaddr: 16,
+            futex_waitv_uaddr: 16,
+            sys_exit_ret: 16,
+            task_report_max: 0x100,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn the_6_x_layout_fits() {
+        assert_eq!(standard().fits(), Ok(()));
+    }
+
+    #[test]
+    fn misplaced_fields_are_refused() {
+        let mut l = standard();
+        l.switch_next_pid = 62; // crosses the end
+        assert_eq!(l.fits(), Err(("sched_switch next_pid", 62)));
+        let mut l = standard();
+        l.switch_prev_state = 36; // misaligned u64
+        assert!(l.fits().is_err());
+        let mut l = standard();
+        l.futex_uaddr = 4; // inside the common header
+        assert!(l.fits().is_err());
     }
 }

@@ -7,7 +7,7 @@ use agent_common::{
 };
 
 use crate::{
-    maps::{bump_diag, GROUP_STATS, PROC_STATS},
+    maps::{bump_diag, GROUP_STATS, PER_PROCESS, PROC_STATS},
     task::TaskState,
 };
 
@@ -31,7 +31,7 @@ impl Sink {
             bump_diag(diag::BAD_GROUP);
         }
         let mut proc = core::ptr::null_mut();
-        if ts.tgid != 0 {
+        if PER_PROCESS.load() != 0 && ts.tgid != 0 {
             if let Some(p) = PROC_STATS.get_ptr_mut(ts.tgid) {
                 proc = p;
             }

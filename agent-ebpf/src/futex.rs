@@ -12,8 +12,7 @@ use crate::{
     account::Sink,
     maps::{layout, WAKERS},
     task::{
-        resolve_current, task, Record, TaskState, FUTEX_NONE, FUTEX_WAIT, FUTEX_WAKE,
-        SYSCALL_RECORD,
+        ctx_u32, ctx_u64, resolve_current, task, TaskState, FUTEX_NONE, FUTEX_WAIT, FUTEX_WAKE,
     },
 };
 
@@ -79,10 +78,9 @@ fn enter(ctx: &TracePointContext, kind: Option<u32>, uaddr_offset: u32) {
     let Some(ts) = task(pid_tgid as u32) else {
         return;
     };
-    let rec = Record::<SYSCALL_RECORD>::read(ctx);
     let kind = match kind {
         Some(k) => k,
-        None => match rec.get::<u32>(layout!(futex_op)) & FUTEX_CMD_MASK {
+        None => match ctx_u32(ctx, layout!(futex_op)) & FUTEX_CMD_MASK {
             0 | 9 => FUTEX_WAIT,              // WAIT, WAIT_BITSET (PostgreSQL's sem_wait)
             1 | 3 | 4 | 5 | 10 => FUTEX_WAKE, // WAKE, REQUEUE, CMP_REQUEUE, WAKE_OP, WAKE_BITSET
             _ => return,
@@ -91,7 +89,7 @@ fn enter(ctx: &TracePointContext, kind: Option<u32>, uaddr_offset: u32) {
     if !resolve_current(ctx, ts) {
         return;
     }
-    let uaddr: u64 = rec.get(uaddr_offset);
+    let uaddr = ctx_u64(ctx, uaddr_offset);
     let now = unsafe { bpf_ktime_get_ns() };
     ts.futex_kind = kind;
     ts.futex_start_ns = now;
@@ -128,8 +126,7 @@ fn exit(ctx: &TracePointContext) {
         return;
     }
     ts.futex_kind = FUTEX_NONE;
-    let rec = Record::<SYSCALL_RECORD>::read(ctx);
-    let ret: i64 = rec.get(layout!(sys_exit_ret));
+    let ret = ctx_u64(ctx, layout!(sys_exit_ret)) as i64;
     if kind == FUTEX_WAIT {
         // EAGAIN: the futex word had already changed, so the call never slept.
         if ret != EAGAIN {

@@ -6,7 +6,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Global,
 };
 
@@ -47,6 +47,11 @@ pub static COMMS: Global<CommFilter> = Global::new(CommFilter {
 #[unsafe(no_mangle)]
 pub static PID_FILTER: Global<u32> = Global::new(0);
 
+/// Non-zero: also count per process (`PROC_STATS`), for trace sessions and
+/// tests. The daemon leaves it off; the verifier then prunes that code.
+#[unsafe(no_mangle)]
+pub static PER_PROCESS: Global<u32> = Global::new(0);
+
 /// Per task (thread) state, keyed by tid. LRU, so a lost exit cannot leak.
 /// Size set by the agent.
 #[map]
@@ -66,6 +71,11 @@ pub static PROC_INFO: HashMap<u32, ProcInfo> = HashMap::with_max_entries(8192, 0
 /// Counters and histograms per group (label set).
 #[map]
 pub static GROUP_STATS: PerCpuArray<GroupStats> = PerCpuArray::with_max_entries(MAX_GROUPS, 0);
+
+/// Bumped by the agent after it changes `PROC_INFO`; tasks cache their
+/// group and re-read it when this moves.
+#[map]
+pub static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The `--pid` set (tgids).
 #[map]

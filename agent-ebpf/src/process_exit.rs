@@ -10,7 +10,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{bump_diag, layout, PROC_EVENTS, TASKS},
-    task::{Record, WAKEUP_RECORD},
+    task::ctx_u8,
 };
 
 #[tracepoint]
@@ -21,7 +21,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     };
     let tgid = ts.tgid;
     let _ = TASKS.remove(tid);
-    let group_dead: u8 = Record::<WAKEUP_RECORD>::read(&ctx).get(layout!(exit_group_dead));
+    let group_dead = ctx_u8(&ctx, layout!(exit_group_dead));
     if group_dead != 0 && tgid != 0 {
         if PROC_EVENTS
             .output(

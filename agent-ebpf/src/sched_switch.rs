@@ -6,7 +6,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 use crate::{
     account::Sink,
     maps::layout,
-    task::{resolve_current, task, task_or_create, Record, SWITCH_RECORD},
+    task::{ctx_comm_traced, ctx_u32, ctx_u64, resolve_current, task, task_or_create},
 };
 
 /// `prev_state` bits of a task that is exiting (EXIT_DEAD, EXIT_ZOMBIE).
@@ -14,28 +14,38 @@ const EXITING: u64 = 0x10 | 0x20;
 
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    let rec = Record::<SWITCH_RECORD>::read(&ctx);
-    let mut now = 0;
-    if rec.comm_traced(layout!(switch_prev_comm)) {
-        now = unsafe { bpf_ktime_get_ns() };
-        switch_out(&ctx, &rec, now);
+    // The clock is read only when an interval starts or ends: a clock read
+    // costs more than the rest of the untraced path (see README).
+    let mut clock = Clock(0);
+    if ctx_comm_traced(&ctx, layout!(switch_prev_comm)) {
+        switch_out(&ctx, &mut clock);
     }
-    if rec.comm_traced(layout!(switch_next_comm)) {
-        if now == 0 {
-            now = unsafe { bpf_ktime_get_ns() };
-        }
-        switch_in(&rec, now);
+    if ctx_comm_traced(&ctx, layout!(switch_next_comm)) {
+        switch_in(&ctx, &mut clock);
     }
     0
 }
 
+/// One event's timestamp, read on first use.
+struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
 #[inline(always)]
-fn switch_out(ctx: &TracePointContext, rec: &Record<SWITCH_RECORD>, now: u64) {
-    let state: u64 = rec.get(layout!(switch_prev_state));
+fn switch_out(ctx: &TracePointContext, clock: &mut Clock) {
+    let state = ctx_u64(ctx, layout!(switch_prev_state));
     if state & EXITING != 0 {
         return; // the final switch of an exiting task
     }
-    let pid: u32 = rec.get(layout!(switch_prev_pid));
+    let pid = ctx_u32(ctx, layout!(switch_prev_pid));
     let Some(ts) = task_or_create(ctx, pid) else {
         return;
     };
@@ -48,7 +58,7 @@ fn switch_out(ctx: &TracePointContext, rec: &Record<SWITCH_RECORD>, now: u64) {
     let sink = Sink::of(ts);
     if involuntary {
         sink.add(counter::INVOLUNTARY_SWITCHES, 1);
-        ts.offcpu_ns = now;
+        ts.offcpu_ns = clock.now();
     } else {
         sink.add(counter::VOLUNTARY_SWITCHES, 1);
         ts.offcpu_ns = 0;
@@ -57,16 +67,16 @@ fn switch_out(ctx: &TracePointContext, rec: &Record<SWITCH_RECORD>, now: u64) {
 }
 
 #[inline(always)]
-fn switch_in(rec: &Record<SWITCH_RECORD>, now: u64) {
-    let pid: u32 = rec.get(layout!(switch_next_pid));
+fn switch_in(ctx: &TracePointContext, clock: &mut Clock) {
+    let pid = ctx_u32(ctx, layout!(switch_next_pid));
     let Some(ts) = task(pid) else { return };
     if ts.offcpu_ns != 0 {
-        let d = now.saturating_sub(ts.offcpu_ns);
+        let d = clock.now().saturating_sub(ts.offcpu_ns);
         ts.offcpu_ns = 0;
         ts.wake_ns = 0;
         Sink::of(ts).preempted(d);
     } else if ts.wake_ns != 0 {
-        let d = now.saturating_sub(ts.wake_ns);
+        let d = clock.now().saturating_sub(ts.wake_ns);
         ts.wake_ns = 0;
         if ts.tgid == 0 {
             // First run of a task we only saw woken: its process is known at

@@ -10,12 +10,15 @@ use aya_log_ebpf::warn;
 use crate::{
     account::Sink,
     maps::{
-        bump_diag, global_field, COMMS, PIDS, PID_FILTER, PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
+        bump_diag, global_field, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER, PROC_EVENTS,
+        PROC_INFO, PROC_STATS, TASKS,
     },
 };
 
 /// The task is not traced (filtered out by `--pid`).
 pub const IGNORED: u32 = 1;
+/// The agent has been told about this task's process.
+pub const ANNOUNCED: u32 = 2;
 
 /// No futex call in flight.
 pub const FUTEX_NONE: u32 = 0;
@@ -34,6 +37,8 @@ pub struct TaskState {
     /// switch-out.
     pub group: u32,
     pub cluster: u32,
+    /// The `GENERATION` at which `group` and `cluster` were read.
+    pub generation: u64,
     /// When the task was switched out involuntarily (0: it was not).
     pub offcpu_ns: u64,
     /// When the task was woken (0: no wakeup pending).
@@ -52,6 +57,7 @@ const EMPTY: TaskState = TaskState {
     flags: 0,
     group: 0,
     cluster: 0,
+    generation: u64::MAX,
     offcpu_ns: 0,
     wake_ns: 0,
     pending_wakeup_ns: 0,
@@ -63,49 +69,55 @@ const EMPTY: TaskState = TaskState {
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();
 
-/// A tracepoint record copied to the stack with one helper call. Fields are
-/// then read at offsets from tracefs: the verifier refuses context loads at
-/// offsets that are not instruction immediates, and rustc emits no CO-RE.
-#[repr(C, align(8))]
-pub struct Record<const N: usize>(pub [u8; N]);
-
-impl<const N: usize> Record<N> {
-    /// Copies the record in place (a by-value return would be copied again,
-    /// byte by byte). On failure the record reads as zeros.
-    #[inline(always)]
-    pub fn read(ctx: &TracePointContext) -> Self {
-        let mut r = Record([0u8; N]);
-        unsafe {
-            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                r.0.as_mut_ptr() as *mut core::ffi::c_void,
-                N as u32,
-                ctx.as_ptr(),
-            )
-        };
-        r
-    }
-
-    /// The field at `offset` (the agent checked that every field fits).
-    #[inline(always)]
-    pub fn get<T: Copy + Default>(&self, offset: u32) -> T {
-        let off = offset as usize;
-        if off + core::mem::size_of::<T>() > N {
-            return T::default();
+/// Direct loads from the tracepoint context at an offset read from
+/// tracefs. The verifier only accepts context loads whose offset is an
+/// instruction immediate, and rustc emits no CO-RE; but the offset comes from
+/// the frozen .rodata map, so the verifier knows its value and explores only
+/// the matching arm. Every arm is one load with an immediate offset, in asm
+/// so that LLVM cannot fold the arms back into `ctx + offset`: no helper
+/// call, no copy.
+macro_rules! ctx_load {
+    ($name:ident, $ty:ty, $width:literal, [$($off:literal),*]) => {
+        #[inline(always)]
+        pub fn $name(ctx: &TracePointContext, offset: u32) -> $ty {
+            let p = ctx.as_ptr();
+            let v: u64;
+            match offset {
+                $($off => unsafe {
+                    core::arch::asm!(
+                        concat!("{v} = *(", $width, " *)({p} + ", stringify!($off), ")"),
+                        v = lateout(reg) v,
+                        p = in(reg) p,
+                        options(readonly, nostack, preserves_flags),
+                    )
+                },)*
+                _ => v = 0,
+            }
+            v as $ty
         }
-        unsafe { core::ptr::read(self.0.as_ptr().add(off) as *const T) }
-    }
-
-    /// True if the 16-byte `comm` at `offset` is one of the traced names.
-    #[inline(always)]
-    pub fn comm_traced(&self, offset: u32) -> bool {
-        comm_matches(self.get(offset), self.get(offset + 8))
-    }
+    };
 }
+ctx_load!(ctx_u64, u64, "u64", [8, 16, 24, 32, 40, 48, 56]);
+ctx_load!(
+    ctx_u32,
+    u32,
+    "u32",
+    [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60]
+);
+// A load must not reach past the record (the kernel refuses the attach), so
+// one-byte fields (sched_process_exit's group_dead) get a one-byte load.
+ctx_load!(
+    ctx_u8,
+    u8,
+    "u8",
+    [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
+);
 
-/// Record sizes the programs copy (the agent checks the layout fits).
-pub const SWITCH_RECORD: usize = agent_common::config::SWITCH_RECORD;
-pub const WAKEUP_RECORD: usize = agent_common::config::WAKEUP_RECORD;
-pub const SYSCALL_RECORD: usize = agent_common::config::SYSCALL_RECORD;
+/// True if the 16-byte `comm` at `offset` of the record is traced.
+#[inline(always)]
+pub fn ctx_comm_traced(ctx: &TracePointContext, offset: u32) -> bool {
+    comm_matches(ctx_u64(ctx, offset), ctx_u64(ctx, offset + 8))
+}
 
 /// True if the comm words are one of the traced names.
 #[inline(always)]
@@ -151,7 +163,7 @@ pub fn task(tid: u32) -> Option<&'static mut TaskState> {
 }
 
 /// Called while `ts` is the current task: learns its process (the first
-/// time), applies `--pid`, registers the process, and refreshes its group.
+/// time), applies `--pid`, and refreshes its group if the agent changed any.
 /// Returns false if the task is not traced.
 #[inline(always)]
 pub fn resolve_current(ctx: &TracePointContext, ts: &mut TaskState) -> bool {
@@ -165,7 +177,9 @@ pub fn resolve_current(ctx: &TracePointContext, ts: &mut TaskState) -> bool {
             ts.flags |= IGNORED;
             return false;
         }
-        register_process(ctx, tgid);
+        if PER_PROCESS.load() != 0 {
+            add_process(ctx, tgid);
+        }
         refresh_group(ts);
         if ts.pending_wakeup_ns != 0 {
             let d = ts.pending_wakeup_ns;
@@ -178,29 +192,15 @@ pub fn resolve_current(ctx: &TracePointContext, ts: &mut TaskState) -> bool {
     true
 }
 
-/// Makes sure the process has a per-process entry; the first time, tells
-/// the agent so that it classifies the process.
+/// Makes sure the process has a per-process entry.
 #[inline(always)]
-fn register_process(ctx: &TracePointContext, tgid: u32) {
+fn add_process(ctx: &TracePointContext, tgid: u32) {
     if PROC_STATS.get_ptr_mut(tgid).is_some() {
         return;
     }
-    // BPF_NOEXIST: two threads racing here both succeed at most once.
+    // BPF_NOEXIST: of two threads racing here, one inserts.
     match PROC_STATS.insert(tgid, &ZERO_COUNTERS, 1) {
-        Ok(()) => {
-            if PROC_EVENTS
-                .output(
-                    ProcEvent {
-                        kind: PROC_NEW,
-                        tgid,
-                    },
-                    0,
-                )
-                .is_err()
-            {
-                bump_diag(diag::EVENTS_LOST);
-            }
-        }
+        Ok(()) => {}
         Err(e) if e == -17 => {} // EEXIST: another thread won
         Err(_) => {
             bump_diag(diag::PROC_MAP_FULL);
@@ -212,10 +212,35 @@ fn register_process(ctx: &TracePointContext, tgid: u32) {
     }
 }
 
+/// Re-reads the task's group when the agent changed any (one array load
+/// otherwise). A process the agent does not know yet is announced once per
+/// task, and counted in the unassigned group until the agent classifies it.
 #[inline(always)]
 fn refresh_group(ts: &mut TaskState) {
+    let generation = match GENERATION.get(0) {
+        Some(g) => *g,
+        None => 0,
+    };
+    if ts.generation == generation {
+        return;
+    }
     if let Some(info) = unsafe { PROC_INFO.get(ts.tgid) } {
         ts.group = info.group;
         ts.cluster = info.cluster;
+        ts.generation = generation;
+    } else if ts.flags & ANNOUNCED == 0 {
+        ts.flags |= ANNOUNCED;
+        if PROC_EVENTS
+            .output(
+                ProcEvent {
+                    kind: PROC_NEW,
+                    tgid: ts.tgid,
+                },
+                0,
+            )
+            .is_err()
+        {
+            bump_diag(diag::EVENTS_LOST);
+        }
     }
 }

@@ -4,7 +4,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     maps::layout,
-    task::{task_or_create, Record, IGNORED, WAKEUP_RECORD},
+    task::{ctx_comm_traced, ctx_u32, task_or_create, IGNORED},
 };
 
 #[tracepoint]
@@ -21,11 +21,10 @@ pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn woken(ctx: &TracePointContext, comm: u32, pid: u32) {
-    let rec = Record::<WAKEUP_RECORD>::read(ctx);
-    if !rec.comm_traced(comm) {
+    if !ctx_comm_traced(ctx, comm) {
         return;
     }
-    let pid: u32 = rec.get(pid);
+    let pid = ctx_u32(ctx, pid);
     let Some(ts) = task_or_create(ctx, pid) else {
         return;
     };

@@ -6,7 +6,7 @@ use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
     stats::{diag, Counters, GroupStats, ProcInfo},
 };
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 
 use crate::{
     config::Config,
@@ -35,6 +35,8 @@ struct Maps {
     proc_stats: PerCpuHashMap<MapData, u32, Counters>,
     group_stats: PerCpuArray<MapData, GroupStats>,
     diag: PerCpuArray<MapData, u64>,
+    generation: Array<MapData, u64>,
+    generation_now: u64,
 }
 
 impl KernelMaps for Maps {
@@ -43,6 +45,12 @@ impl KernelMaps for Maps {
             log::warn!(
                 "cannot record process {tgid} in the kernel map: {e}; raise --max-processes"
             );
+            return;
+        }
+        // Tasks cache their group: moving the generation makes them re-read it.
+        self.generation_now += 1;
+        if let Err(e) = self.generation.set(0, self.generation_now, 0) {
+            log::warn!("cannot update the label generation: {e}");
         }
     }
 
@@ -89,6 +97,8 @@ impl Agent {
             proc_stats: take(&mut probes, "PROC_STATS")?,
             group_stats: take(&mut probes, "GROUP_STATS")?,
             diag: take(&mut probes, "DIAG")?,
+            generation: take(&mut probes, "GENERATION")?,
+            generation_now: 0,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
         let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);

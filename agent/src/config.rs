@@ -20,6 +20,9 @@ pub struct Config {
     pub bpf_stats: bool,
     /// Keep the final counters of processes that exited (trace sessions).
     pub keep_departed: bool,
+    /// Count per process as well as per group (trace sessions, tests). The
+    /// daemon only needs groups, and skips this cost.
+    pub per_process: bool,
 }
 
 impl Default for Config {
@@ -32,6 +35,7 @@ impl Default for Config {
             max_tasks: DEFAULT_MAX_TASKS,
             bpf_stats: false,
             keep_departed: false,
+            per_process: true,
         }
     }
 }

@@ -203,8 +203,14 @@ const fn kind_futex() -> usize {
 
 /// The text exposition of a snapshot.
 pub fn render(s: &Snapshot, version: &str) -> String {
+    // The encoder rejects a family without metrics (no PostgreSQL on the host
+    // yet), and would fail the whole scrape: leave such families out.
+    let families: Vec<MetricFamily> = families(s, version)
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
     prometheus::TextEncoder::new()
-        .encode_to_string(&families(s, version))
+        .encode_to_string(&families)
         .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
 }
 
@@ -250,7 +256,7 @@ mod tests {
     #[test]
     fn histogram_buckets_are_cumulative_seconds() {
         let text = render(&snap(), "0.1.0");
-        let l = r#"backend_type="client backend",cluster="/var/lib/pg""#;
+        let l = r#"cluster="/var/lib/pg",backend_type="client backend""#;
         assert!(
             text.contains(&format!(
                 "pgpreempt_preempted_seconds_bucket{{{l},le=\"0.000001\"}} 2"
@@ -274,14 +280,29 @@ mod tests {
     }
 
     #[test]
+    fn a_host_without_postgres_still_scrapes() {
+        let mut s = snap();
+        s.groups.clear();
+        s.tracked.clear();
+        let text = render(&s, "0.1.0");
+        assert!(!text.contains("encoding failed"), "{text}");
+        assert!(
+            text.contains("pgpreempt_build_info{version=\"0.1.0\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pgpreempt_kernel_info{"));
+        assert!(!text.contains("pgpreempt_context_switches_total"));
+    }
+
+    #[test]
     fn counters_gauges_and_info() {
         let text = render(&snap(), "0.1.0");
-        assert!(text.contains(r#"pgpreempt_context_switches_total{backend_type="client backend",cluster="/var/lib/pg",kind="involuntary"} 7"#), "{text}");
+        assert!(text.contains(r#"pgpreempt_context_switches_total{cluster="/var/lib/pg",backend_type="client backend",kind="involuntary"} 7"#), "{text}");
         assert!(text.contains(r#"kind="voluntary"} 3"#));
         assert!(text.contains(
-            r#"pgpreempt_tracked_processes{backend_type="client backend",cluster="/var/lib/pg"} 4"#
+            r#"pgpreempt_tracked_processes{cluster="/var/lib/pg",backend_type="client backend"} 4"#
         ));
-        assert!(text.contains(r#"pgpreempt_kernel_info{preempt_model="none",release="6.18.0"} 1"#));
+        assert!(text.contains(r#"pgpreempt_kernel_info{release="6.18.0",preempt_model="none"} 1"#));
         assert!(text.contains(r#"pgpreempt_build_info{version="0.1.0"} 1"#));
         assert!(text.contains(
             r#"pgpreempt_bpf_program_run_seconds_total{program="sched_switch"} 0.0000015"#

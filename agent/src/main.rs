@@ -124,6 +124,8 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 bpf_stats: a.bpf_stats,
                 max_processes: a.max_processes,
                 tracefs: a.tracefs,
+                // The exporter aggregates per group only (see Config::per_process).
+                per_process: false,
                 ..Config::default()
             };
             a.select.apply(&mut cfg)?;

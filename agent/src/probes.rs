@@ -79,11 +79,13 @@ impl Probes {
         let comms = CommFilter::new(cfg.comms.iter().map(|c| c.as_bytes()))
             .ok_or_else(|| AgentError::Config("--comm: at most 8 names of 1 to 15 bytes".into()))?;
         let pid_filter: u32 = u32::from(!cfg.pids.is_empty());
+        let per_process: u32 = u32::from(cfg.per_process);
         let mut loader = EbpfLoader::new();
         loader
             .override_global("LAYOUT", &layout, true)
             .override_global("COMMS", &comms, true)
             .override_global("PID_FILTER", &pid_filter, true)
+            .override_global("PER_PROCESS", &per_process, true)
             .map_max_entries("TASKS", cfg.max_tasks)
             .map_max_entries("PROC_STATS", cfg.max_processes)
             .map_max_entries("PROC_INFO", cfg.max_processes);

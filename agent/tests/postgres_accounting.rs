@@ -80,6 +80,20 @@ fn backends_match_the_kernel_under_pgbench() {
         );
     }
 
+    // The kernel's group for client backends: the backends were forked after
+    // the agent started, as `other` (their title not set yet), and must have
+    // moved to `client backend` in the kernel too, not only in the agent.
+    let cluster = pg.data().canonicalize().unwrap().display().to_string();
+    let client_group_invol = |agent: &Agent| -> u64 {
+        agent
+            .snapshot()
+            .groups
+            .iter()
+            .filter(|(l, _)| l.cluster == cluster && l.backend_type == "client backend")
+            .map(|(_, g)| g.counters.v[counter::INVOLUNTARY_SWITCHES])
+            .sum()
+    };
+    let group_before = client_group_invol(&agent);
     let read = |agent: &Agent| -> Vec<_> {
         pids.iter()
             .map(|&p| {
@@ -133,6 +147,11 @@ fn backends_match_the_kernel_under_pgbench() {
             pids[i]
         );
     }
+    let group_delta = client_group_invol(&agent) - group_before;
+    assert!(
+        group_delta >= invol_total * 99 / 100,
+        "the client backend group counted {group_delta} involuntary switches, its backends {invol_total}"
+    );
     eprintln!(
         "run-queue time: agent {:.3} s, kernel {:.3} s; involuntary switches {invol_total}",
         sum_a / 1e9,

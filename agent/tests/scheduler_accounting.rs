@@ -161,3 +161,74 @@ fn exited_processes_keep_their_group_counts() {
         "a counter went backwards when processes exited"
     );
 }
+
+/// The argv area of this process (fields 48 and 49 of /proc/self/stat): a
+/// forked child has it at the same address, and writing there changes its
+/// title, as PostgreSQL does.
+fn argv_area() -> (usize, usize) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // after ") " the fields start at 3 (state): field n is f[n - 3].
+    (f[48 - 3].parse().unwrap(), f[49 - 3].parse().unwrap())
+}
+
+#[test]
+fn a_process_whose_title_changes_moves_group_in_the_kernel() {
+    common::require_root();
+    let mut agent = Agent::start(&config("pgpt-title")).expect("agent starts");
+    let (start, end) = argv_area();
+    let title = b"postgres: alice bench [local] idle";
+    assert!(
+        end - start > title.len(),
+        "argv area too small for the test"
+    );
+    let phase = common::workload::Shared::<u32>::new();
+    let flag = phase.ptr as usize;
+    let child = fork_child(move || {
+        set_comm(b"pgpt-title");
+        let flag = flag as *mut u32;
+        // Phase 0: the original title (classified "other").
+        while unsafe { std::ptr::read_volatile(flag) } == 0 {
+            common::workload::sleep_ns(1_000_000);
+        }
+        // Now look like a client backend, then sleep 200 times.
+        unsafe {
+            std::ptr::write_bytes(start as *mut u8, 0, end - start);
+            std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, title.len());
+            std::ptr::write_volatile(flag, 2);
+        }
+        while unsafe { std::ptr::read_volatile(flag) } == 2 {
+            common::workload::sleep_ns(1_000_000);
+        }
+        for _ in 0..200 {
+            common::workload::sleep_ns(200_000);
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    agent.refresh();
+    assert_eq!(
+        agent.labels_of(child).expect("child tracked").backend_type,
+        "other"
+    );
+    *phase.get() = 1;
+    while unsafe { std::ptr::read_volatile(phase.ptr) } != 2 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    agent.refresh();
+    let labels = agent.labels_of(child).unwrap();
+    assert_eq!(labels.backend_type, "client backend");
+    unsafe { std::ptr::write_volatile(phase.ptr, 3) };
+    reap(&[child]);
+    let counted: u64 = agent
+        .snapshot()
+        .groups
+        .iter()
+        .filter(|(l, _)| *l == labels)
+        .map(|(_, g)| g.counters.v[counter::VOLUNTARY_SWITCHES])
+        .sum();
+    assert!(
+        counted >= 200,
+        "the kernel counted {counted} switches in the new group, want >= 200"
+    );
+}

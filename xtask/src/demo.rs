@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::{pg::Scratch, root, sh};
 
 /// Kills the agent on every exit path (SIGTERM: it detaches itself).
-struct Agent(Child);
+pub struct Agent(pub Child);
 impl Drop for Agent {
     fn drop(&mut self) {
         unsafe { libc_kill(self.0.id() as i32, 15) };
@@ -25,7 +25,7 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
-fn scrape(port: u16) -> Result<String> {
+pub fn scrape(port: u16) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
     let mut body = String::new();
@@ -36,8 +36,25 @@ fn scrape(port: u16) -> Result<String> {
         .unwrap_or_default())
 }
 
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits until the agent serves metrics.
+pub fn wait_up(port: u16) -> Result<()> {
+    for _ in 0..200 {
+        if scrape(port).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("pgpreempt did not start serving metrics")
+}
+
 /// (metric name, labels text) -> value.
-fn parse(text: &str) -> BTreeMap<(String, String), f64> {
+pub fn parse(text: &str) -> BTreeMap<(String, String), f64> {
     let mut m = BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
@@ -102,10 +119,7 @@ pub fn run(seconds: u32) -> Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::null()))?;
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    let port = free_port()?;
     println!("== starting pgpreempt run --listen 127.0.0.1:{port}");
     let agent = Agent(
         Command::new(root.join("target/release/pgpreempt"))
@@ -118,17 +132,7 @@ pub fn run(seconds: u32) -> Result<()> {
             .spawn()
             .context("starting pgpreempt")?,
     );
-    let mut up = false;
-    for _ in 0..100 {
-        if scrape(port).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if !up {
-        bail!("pgpreempt did not start serving metrics");
-    }
+    wait_up(port)?;
     let before = parse(&scrape(port)?);
 
     println!("== pgbench: {clients} clients on {cpus} CPUs for {seconds} s");
@@ -183,7 +187,7 @@ fn summarize(
         .collect();
     types.dedup();
     for bt in types {
-        let gl = format!("backend_type=\"{bt}\",cluster=\"{cluster}\"");
+        let gl = format!("cluster=\"{cluster}\",backend_type=\"{bt}\"");
         let invol = delta(
             "pgpreempt_context_switches_total",
             &format!("{gl},kind=\"involuntary\""),

@@ -1,4 +1,5 @@
 //! `cargo xtask`: setup, test and demo for pgpreempt.
+mod cost;
 mod demo;
 mod pg;
 mod setup;
@@ -24,6 +25,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Each kernel program's mean cost (ns per run) from the kernel's BPF statistics.
+    Cost,
     /// Show the main job: a scratch PostgreSQL under pgbench, traced for ~20 s.
     Demo {
         /// Seconds of pgbench load.
@@ -37,6 +40,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Setup => setup::run(),
         Cmd::Test { args } => setup::run().and_then(|()| test::run(&args)),
+        Cmd::Cost => setup::run().and_then(|()| cost::run()),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };
     if let Err(e) = r {

@@ -12,8 +12,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libpolly-22-dev", "/usr/lib/llvm-22/lib/libPolly.a"),
     ("libzstd-dev", "/usr/include/zstd.h"),
     ("zlib1g-dev", "/usr/include/zlib.h"),
-    ("postgresql", "/usr/lib/postgresql/15/bin/postgres"),
-    ("postgresql-contrib", "/usr/lib/postgresql/15/bin/pgbench"),
+    // postgresql-15 carries postgres, pg_ctl, initdb and pgbench.
+    ("postgresql", "/usr/lib/postgresql/15/bin/pgbench"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("prometheus", "/usr/bin/promtool"),
     ("tmux", "/usr/bin/tmux"),
