@@ -23,8 +23,26 @@ pub mod counter {
     pub const FUTEX_WAIT_NS: usize = 7;
     /// Futex wake calls that woke at least one task.
     pub const FUTEX_WAKES: usize = 8;
+    /// Involuntary switch-outs of a task that overlapped the futex wait of a
+    /// task it then woke (counted once per switch-out, on the holder).
+    pub const HOLDER_PREEMPTIONS: usize = 9;
+    /// The off-CPU time of those switch-outs (on the holder).
+    pub const HOLDER_PREEMPTED_NS: usize = 10;
+    /// Per wait ended by a holder: overlap of the wait with the holder's
+    /// involuntary off-CPU intervals (on the waiter).
+    pub const WAITER_DELAY_NS: usize = 11;
+    /// Waits that began before the holder's kept history (on the waiter).
+    pub const HISTORY_OVERFLOWS: usize = 12;
+    /// Contended spinlock acquisitions (`s_lock` calls).
+    pub const SPINS: usize = 13;
+    /// Time in `s_lock`.
+    pub const SPIN_NS: usize = 14;
+    /// Sleeps taken while spinning (`s_lock`'s return value).
+    pub const SPIN_DELAYS: usize = 15;
+    /// Involuntary switch-outs while inside `s_lock`.
+    pub const SPINNER_PREEMPTIONS: usize = 16;
     /// Number of counters (the rest of the array is reserved).
-    pub const USED: usize = 9;
+    pub const USED: usize = 17;
 }
 
 /// Room for the counters that later measurements add, without a layout change.
@@ -98,7 +116,9 @@ pub mod diag {
     pub const EVENTS_LOST: usize = 2;
     /// A group id out of range (an agent bug: counted rather than trusted).
     pub const BAD_GROUP: usize = 3;
-    pub const NUM: usize = 4;
+    /// A new spinlock call site could not be added (the site map is full).
+    pub const SPIN_SITES_FULL: usize = 4;
+    pub const NUM: usize = 5;
 }
 
 /// Key of the "who woke this futex" record: futex addresses are only
@@ -118,4 +138,32 @@ pub struct WakeRecord {
     pub waker_tid: u32,
     pub waker_tgid: u32,
     pub ns: u64,
+}
+
+/// How many recent involuntary off-CPU intervals each task keeps for
+/// lock-holder attribution.
+pub const HOLDER_HISTORY: usize = 16;
+
+/// Longest spinlock call-site name kept (PostgreSQL passes `__func__`).
+pub const SITE_NAME_LEN: usize = 64;
+
+/// A spinlock call site: the `func` string's address in the cluster's
+/// binary (processes of one postmaster share it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SpinKey {
+    pub cluster: u32,
+    pub _pad: u32,
+    pub func: u64,
+}
+
+/// Contended acquisitions at one call site (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SpinStats {
+    /// The site's name, NUL-terminated, read once when the site is first seen
+    /// (on that CPU's copy only: the agent takes any non-empty copy).
+    pub name: [u8; SITE_NAME_LEN],
+    pub delays: u64,
+    pub hist: Hist,
 }

@@ -14,3 +14,5 @@ unsafe impl aya::Pod for CommFilter {}
 unsafe impl aya::Pod for crate::config::TracepointLayout {}
 unsafe impl aya::Pod for crate::stats::WakeKey {}
 unsafe impl aya::Pod for crate::stats::WakeRecord {}
+unsafe impl aya::Pod for crate::stats::SpinKey {}
+unsafe impl aya::Pod for crate::stats::SpinStats {}

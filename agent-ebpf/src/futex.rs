@@ -10,6 +10,7 @@ use aya_ebpf::{
 
 use crate::{
     account::Sink,
+    lock_holder::attribute_wait,
     maps::{layout, WAKERS},
     task::{
         ctx_u32, ctx_u64, resolve_current, task, TaskState, FUTEX_NONE, FUTEX_WAIT, FUTEX_WAKE,
@@ -118,7 +119,8 @@ fn record_waker(ts: &TaskState, tid: u32, uaddr: u64, now: u64) {
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext) {
-    let Some(ts) = task(bpf_get_current_pid_tgid() as u32) else {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(ts) = task(pid_tgid as u32) else {
         return;
     };
     let kind = ts.futex_kind;
@@ -130,8 +132,13 @@ fn exit(ctx: &TracePointContext) {
     if kind == FUTEX_WAIT {
         // EAGAIN: the futex word had already changed, so the call never slept.
         if ret != EAGAIN {
-            let d = unsafe { bpf_ktime_get_ns() }.saturating_sub(ts.futex_start_ns);
+            let now = unsafe { bpf_ktime_get_ns() };
+            let d = now.saturating_sub(ts.futex_start_ns);
             Sink::of(ts).futex_wait(d);
+            if ret == 0 {
+                // Woken: by whom, and was that task preempted meanwhile?
+                attribute_wait(ts, pid_tgid as u32, now);
+            }
         }
     } else if ret > 0 {
         Sink::of(ts).add(counter::FUTEX_WAKES, 1);

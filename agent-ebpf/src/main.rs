@@ -11,11 +11,15 @@ mod account;
 #[cfg(target_arch = "bpf")]
 mod futex;
 #[cfg(target_arch = "bpf")]
+mod lock_holder;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod process_exit;
 #[cfg(target_arch = "bpf")]
 mod sched_switch;
+#[cfg(target_arch = "bpf")]
+mod spinlock;
 #[cfg(target_arch = "bpf")]
 mod task;
 #[cfg(target_arch = "bpf")]

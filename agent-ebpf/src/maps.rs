@@ -2,7 +2,7 @@
 //! overridden with `EbpfLoader::set_max_entries`.
 use agent_common::{
     config::{CommFilter, TracepointLayout, MAX_GROUPS},
-    stats::{diag, Counters, GroupStats, ProcInfo, WakeKey, WakeRecord},
+    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, WakeKey, WakeRecord},
 };
 use aya_ebpf::{
     macros::map,
@@ -84,6 +84,14 @@ pub static PIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 /// The last task that issued a futex wake on each address, per cluster.
 #[map]
 pub static WAKERS: LruHashMap<WakeKey, WakeRecord> = LruHashMap::with_max_entries(16384, 0);
+
+/// Contended spinlock acquisitions per (cluster, call site).
+#[map]
+pub static SPIN_SITES: PerCpuHashMap<SpinKey, SpinStats> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Room to build a new site's first value (too big for the stack).
+#[map]
+pub static SPIN_SCRATCH: PerCpuArray<SpinStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Process births and deaths, for the agent. Rare, so a ring buffer.
 #[map]

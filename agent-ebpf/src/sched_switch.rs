@@ -5,6 +5,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePoi
 
 use crate::{
     account::Sink,
+    lock_holder::remember_preemption,
     maps::layout,
     task::{ctx_comm_traced, ctx_u32, ctx_u64, resolve_current, task, task_or_create},
 };
@@ -58,6 +59,10 @@ fn switch_out(ctx: &TracePointContext, clock: &mut Clock) {
     let sink = Sink::of(ts);
     if involuntary {
         sink.add(counter::INVOLUNTARY_SWITCHES, 1);
+        if ts.spin_start_ns != 0 {
+            // Preempted while spinning in s_lock: its slice burned waiting.
+            sink.add(counter::SPINNER_PREEMPTIONS, 1);
+        }
         ts.offcpu_ns = clock.now();
     } else {
         sink.add(counter::VOLUNTARY_SWITCHES, 1);
@@ -71,7 +76,9 @@ fn switch_in(ctx: &TracePointContext, clock: &mut Clock) {
     let pid = ctx_u32(ctx, layout!(switch_next_pid));
     let Some(ts) = task(pid) else { return };
     if ts.offcpu_ns != 0 {
-        let d = clock.now().saturating_sub(ts.offcpu_ns);
+        let now = clock.now();
+        let d = now.saturating_sub(ts.offcpu_ns);
+        remember_preemption(ts, ts.offcpu_ns, now);
         ts.offcpu_ns = 0;
         ts.wake_ns = 0;
         Sink::of(ts).preempted(d);

@@ -2,7 +2,7 @@
 use agent_common::{
     config::{CommFilter, MAX_COMMS},
     event::{ProcEvent, PROC_NEW},
-    stats::{diag, Counters},
+    stats::{diag, Counters, HOLDER_HISTORY},
 };
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext, EbpfContext};
 use aya_log_ebpf::warn;
@@ -49,7 +49,19 @@ pub struct TaskState {
     pub futex_start_ns: u64,
     pub futex_uaddr: u64,
     pub futex_kind: u32,
-    pub _pad: u32,
+    /// Next slot of the preemption history (a ring, see `lock_holder`).
+    pub hist_next: u32,
+    /// Recent involuntary off-CPU intervals: [start, end] in ns (end 0: empty).
+    pub hist_start: [u64; HOLDER_HISTORY],
+    pub hist_end: [u64; HOLDER_HISTORY],
+    /// Bit i: interval i was already counted as a lock-holder preemption.
+    pub hist_counted: u32,
+    pub _pad2: u32,
+    /// End of the newest interval pushed out of the ring.
+    pub evicted_end_ns: u64,
+    /// When the task entered `s_lock` (0: not spinning), and the call site.
+    pub spin_start_ns: u64,
+    pub spin_site: u64,
 }
 
 const EMPTY: TaskState = TaskState {
@@ -64,7 +76,14 @@ const EMPTY: TaskState = TaskState {
     futex_start_ns: 0,
     futex_uaddr: 0,
     futex_kind: FUTEX_NONE,
-    _pad: 0,
+    hist_next: 0,
+    hist_start: [0; HOLDER_HISTORY],
+    hist_end: [0; HOLDER_HISTORY],
+    hist_counted: 0,
+    _pad2: 0,
+    evicted_end_ns: 0,
+    spin_start_ns: 0,
+    spin_site: 0,
 };
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
-    stats::{diag, Counters, GroupStats, ProcInfo},
+    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats},
 };
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 
@@ -16,11 +16,16 @@ use crate::{
     probes::Probes,
     processes::ProcFs,
     snapshot::{self, ProgramStats, Snapshot},
+    spin_sites::SiteLabels,
     tracker::{KernelMaps, Tracker},
+    uprobes::Uprobes,
 };
 
 pub struct Agent {
     probes: Probes,
+    uprobes: Option<Uprobes>,
+    /// Behind a mutex so that reads (`&self`) can admit new site labels.
+    site_labels: std::sync::Mutex<SiteLabels>,
     maps: Maps,
     events: RingBuf<MapData>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -37,6 +42,7 @@ struct Maps {
     diag: PerCpuArray<MapData, u64>,
     generation: Array<MapData, u64>,
     generation_now: u64,
+    spin_sites: PerCpuHashMap<MapData, SpinKey, SpinStats>,
 }
 
 impl KernelMaps for Maps {
@@ -99,21 +105,26 @@ impl Agent {
             diag: take(&mut probes, "DIAG")?,
             generation: take(&mut probes, "GENERATION")?,
             generation_now: 0,
+            spin_sites: take(&mut probes, "SPIN_SITES")?,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
         let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
         tracker.scan(&mut maps);
         probes.attach()?;
         tracker.scan(&mut maps);
-        Ok(Agent {
+        let mut agent = Agent {
             probes,
+            uprobes: cfg.uprobes.then(Uprobes::default),
+            site_labels: std::sync::Mutex::new(SiteLabels::default()),
             maps,
             events,
             logger,
             tracker,
             kernel: KernelInfo::read(),
             refreshes: 0,
-        })
+        };
+        agent.attach_new_binaries();
+        Ok(agent)
     }
 
     /// Handles pending process events and kernel log records. Cheap: the
@@ -136,6 +147,42 @@ impl Agent {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
+        self.attach_new_binaries();
+    }
+
+    /// Probes `s_lock` in the binaries of processes added since last time.
+    fn attach_new_binaries(&mut self) {
+        let added = std::mem::take(&mut self.tracker.added);
+        if let Some(u) = self.uprobes.as_mut() {
+            for pid in added {
+                u.ensure(&mut self.probes.ebpf, pid);
+            }
+        }
+    }
+
+    /// Spinlock call sites, per cluster, with capped labels.
+    pub fn spin_sites(&self) -> Vec<crate::snapshot::SpinSite> {
+        let mut raw = Vec::new();
+        for key in self
+            .maps
+            .spin_sites
+            .keys()
+            .filter_map(Result::ok)
+            .collect::<Vec<SpinKey>>()
+        {
+            let Ok(v) = self.maps.spin_sites.get(&key, 0) else {
+                continue;
+            };
+            let cluster = self
+                .tracker
+                .groups
+                .cluster_name(key.cluster)
+                .unwrap_or(crate::groups::UNASSIGNED_CLUSTER)
+                .to_string();
+            raw.push((cluster, v.iter().copied().collect::<Vec<SpinStats>>()));
+        }
+        let mut labels = self.site_labels.lock().unwrap_or_else(|p| p.into_inner());
+        crate::spin_sites::fold(&mut labels, raw)
     }
 
     /// Once a second: new processes, label changes, exits. Every tenth call
@@ -209,6 +256,7 @@ impl Agent {
 
     /// Everything a scrape shows.
     pub fn snapshot(&self) -> Snapshot {
+        let spin_sites = self.spin_sites();
         let mut groups = Vec::new();
         for (id, labels) in self.tracker.groups.all() {
             let Some(stats) = self.group_stats(id) else {
@@ -225,6 +273,8 @@ impl Agent {
             kernel: self.kernel.clone(),
             programs: self.program_stats(),
             diag: self.diag(),
+            spin_sites,
+            uprobe_errors: self.uprobes.as_ref().map_or(0, |u| u.errors),
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Config {
     /// Count per process as well as per group (trace sessions, tests). The
     /// daemon only needs groups, and skips this cost.
     pub per_process: bool,
+    /// Attach the `s_lock` uprobes (spin metrics).
+    pub uprobes: bool,
 }
 
 impl Default for Config {
@@ -36,6 +38,7 @@ impl Default for Config {
             bpf_stats: false,
             keep_departed: false,
             per_process: true,
+            uprobes: true,
         }
     }
 }

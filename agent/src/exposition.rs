@@ -121,6 +121,70 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         out.push(family(name, help, MetricType::HISTOGRAM, metrics));
     }
 
+    for (name, help, idx, scale) in [
+        (
+            "pgpreempt_lock_holder_preemptions_total",
+            "Involuntary switch-outs of a task (the holder) that overlapped the futex wait of at least one task it then woke. Counted on the holder.",
+            counter::HOLDER_PREEMPTIONS,
+            1.0,
+        ),
+        (
+            "pgpreempt_lock_holder_preempted_seconds_total",
+            "Off-CPU time of those switch-outs: how long lock holders sat preempted while others waited for them. Counted on the holder.",
+            counter::HOLDER_PREEMPTED_NS,
+            NS,
+        ),
+        (
+            "pgpreempt_lock_waiter_delay_seconds_total",
+            "Waiting caused by preempted lock holders: for each futex wait ended by a holder, the overlap of the wait with the holder's involuntary off-CPU time. Counted on the waiter.",
+            counter::WAITER_DELAY_NS,
+            NS,
+        ),
+        (
+            "pgpreempt_lock_holder_history_overflows_total",
+            "Waits that began before the holder's kept preemption history (16 intervals): their waiter delay is a lower bound. Counted on the waiter.",
+            counter::HISTORY_OVERFLOWS,
+            1.0,
+        ),
+        (
+            "pgpreempt_spinner_preemptions_total",
+            "Involuntary switch-outs of a task while it was spinning in s_lock: a spinner that burned its time slice waiting.",
+            counter::SPINNER_PREEMPTIONS,
+            1.0,
+        ),
+    ] {
+        out.push(family(
+            name,
+            help,
+            MetricType::COUNTER,
+            s.groups.iter().map(|(l, g)| counter_metric(group_labels(l), g.counters.v[idx] as f64 / scale)).collect(),
+        ));
+    }
+
+    let site_labels =
+        |x: &crate::snapshot::SpinSite| vec![label("cluster", &x.cluster), label("site", &x.site)];
+    out.push(family(
+        "pgpreempt_spin_seconds",
+        "Duration of each contended spinlock acquisition (one s_lock call), by the calling function PostgreSQL names.",
+        MetricType::HISTOGRAM,
+        s.spin_sites.iter().map(|x| histogram_metric(site_labels(x), &x.hist)).collect(),
+    ));
+    out.push(family(
+        "pgpreempt_spin_delays_total",
+        "Sleeps taken while spinning (s_lock's return value: pg_usleep calls of 1 ms and more).",
+        MetricType::COUNTER,
+        s.spin_sites
+            .iter()
+            .map(|x| counter_metric(site_labels(x), x.delays as f64))
+            .collect(),
+    ));
+    out.push(family(
+        "pgpreempt_uprobe_attach_errors_total",
+        "PostgreSQL binaries whose s_lock could not be probed (no such symbol, unreadable): spin metrics are missing for them.",
+        MetricType::COUNTER,
+        vec![counter_metric(vec![], s.uprobe_errors as f64)],
+    ));
+
     out.push(family(
         "pgpreempt_futex_wakes_total",
         "Futex wake calls that woke at least one task.",
@@ -189,6 +253,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
             ("process_map_full", diag::PROC_MAP_FULL),
             ("process_events_lost", diag::EVENTS_LOST),
             ("bad_group", diag::BAD_GROUP),
+            ("spin_sites_full", diag::SPIN_SITES_FULL),
         ]
         .iter()
         .map(|&(r, i)| counter_metric(vec![label("reason", r)], s.diag[i] as f64))
@@ -250,6 +315,18 @@ mod tests {
                 run_ns: 1500,
             }],
             diag: [0; diag::NUM],
+            spin_sites: vec![crate::snapshot::SpinSite {
+                cluster: "/var/lib/pg".into(),
+                site: "StrategyGetBuffer".into(),
+                delays: 2,
+                hist: {
+                    let mut h = zero_group().hists[0];
+                    h.buckets[4] = 3; // <= 16 µs
+                    h.sum_ns = 30_000;
+                    h
+                },
+            }],
+            uprobe_errors: 1,
         }
     }
 
@@ -309,5 +386,11 @@ mod tests {
         ));
         assert!(text.contains("# TYPE pgpreempt_futex_wait_seconds histogram"));
         assert!(text.contains(r#"pgpreempt_dropped_events_total{reason="task_map_full"} 0"#));
+        assert!(text.contains(r#"pgpreempt_spin_seconds_bucket{cluster="/var/lib/pg",site="StrategyGetBuffer",le="0.000016"} 3"#), "{text}");
+        assert!(text.contains(
+            r#"pgpreempt_spin_delays_total{cluster="/var/lib/pg",site="StrategyGetBuffer"} 2"#
+        ));
+        assert!(text.contains("pgpreempt_uprobe_attach_errors_total 1"));
+        assert!(text.contains("# TYPE pgpreempt_lock_waiter_delay_seconds_total counter"));
     }
 }

@@ -76,6 +76,14 @@ impl Groups {
         *self.clusters.entry(cluster.to_string()).or_insert(next)
     }
 
+    /// The cluster label of a cluster id.
+    pub fn cluster_name(&self, id: u32) -> Option<&str> {
+        self.clusters
+            .iter()
+            .find(|(_, &v)| v == id)
+            .map(|(k, _)| k.as_str())
+    }
+
     pub fn labels(&self, id: u32) -> Option<&Labels> {
         self.labels.get(id as usize)
     }

@@ -14,5 +14,7 @@ pub mod probes;
 pub mod processes;
 pub mod server;
 pub mod snapshot;
+pub mod spin_sites;
 pub mod tracefs;
 pub mod tracker;
+pub mod uprobes;

@@ -42,6 +42,9 @@ struct RunArgs {
     /// pgpreempt_bpf_program_* (costs ~20 ns per program run).
     #[arg(long)]
     bpf_stats: bool,
+    /// Do not attach the s_lock uprobes (no spin metrics).
+    #[arg(long)]
+    no_uprobes: bool,
     /// Capacity of the per-process map.
     #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES)]
     max_processes: u32,
@@ -126,6 +129,7 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 tracefs: a.tracefs,
                 // The exporter aggregates per group only (see Config::per_process).
                 per_process: false,
+                uprobes: !a.no_uprobes,
                 ..Config::default()
             };
             a.select.apply(&mut cfg)?;

@@ -62,6 +62,15 @@ pub struct ProgramStats {
     pub run_ns: u64,
 }
 
+/// Contended spinlock acquisitions at one call site of one cluster.
+#[derive(Debug, Clone)]
+pub struct SpinSite {
+    pub cluster: String,
+    pub site: String,
+    pub delays: u64,
+    pub hist: Hist,
+}
+
 /// Everything a scrape shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -71,6 +80,9 @@ pub struct Snapshot {
     pub kernel: KernelInfo,
     pub programs: Vec<ProgramStats>,
     pub diag: [u64; diag::NUM],
+    pub spin_sites: Vec<SpinSite>,
+    /// Binaries whose `s_lock` could not be probed.
+    pub uprobe_errors: u64,
 }
 
 const _: () = assert!(NUM_COUNTERS >= agent_common::stats::counter::USED);

@@ -55,6 +55,8 @@ pub struct Tracker {
     pub groups: Groups,
     pub procs: HashMap<u32, Tracked>,
     pub departed: Vec<Departed>,
+    /// Processes added since the agent last looked (for uprobe attachment).
+    pub added: Vec<u32>,
     comms: HashSet<String>,
     pids: HashSet<u32>,
     keep_departed: bool,
@@ -67,6 +69,7 @@ impl Tracker {
             groups: Groups::new(),
             procs: HashMap::new(),
             departed: Vec::new(),
+            added: Vec::new(),
             comms: comms.iter().cloned().collect(),
             pids: pids.iter().copied().collect(),
             keep_departed,
@@ -129,6 +132,7 @@ impl Tracker {
                 exited_at: None,
             },
         );
+        self.added.push(pid);
     }
 
     /// Re-reads titles that were not settled, updating groups that changed;

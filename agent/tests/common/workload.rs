@@ -147,3 +147,94 @@ impl Gate {
         }
     }
 }
+
+/// Reads a small /proc file into a stack buffer (no allocation: safe in a
+/// forked child). Returns the bytes read.
+pub fn read_small(path: &std::ffi::CStr, buf: &mut [u8; 4096]) -> usize {
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY);
+        if fd < 0 {
+            return 0;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n.max(0) as usize
+    }
+}
+
+fn parse_u64(b: &[u8]) -> u64 {
+    b.iter()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0, |a, &c| a * 10 + (c - b'0') as u64)
+}
+
+/// This thread's run-queue wait so far (schedstat, second field), in ns.
+pub fn own_run_delay_ns() -> u64 {
+    let mut buf = [0u8; 4096];
+    let n = read_small(c"/proc/thread-self/schedstat", &mut buf);
+    let s = &buf[..n];
+    let sp = s.iter().position(|&c| c == b' ').unwrap_or(0);
+    parse_u64(&s[sp..])
+}
+
+/// This thread's involuntary context switches so far.
+pub fn own_nivcsw() -> u64 {
+    let mut buf = [0u8; 4096];
+    let n = read_small(c"/proc/thread-self/status", &mut buf);
+    let s = &buf[..n];
+    let key = b"nonvoluntary_ctxt_switches:";
+    match s.windows(key.len()).position(|w| w == key) {
+        Some(i) => parse_u64(&s[i + key.len()..]),
+        None => 0,
+    }
+}
+
+/// This thread's CPU time, in ns.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Burns `ns` of this thread's own CPU time (longer in wall time when
+/// something else shares the CPU).
+pub fn burn_cpu(ns: u64) {
+    let end = thread_cpu_ns() + ns;
+    while thread_cpu_ns() < end {
+        std::hint::spin_loop();
+    }
+}
+
+/// True if process `pid` is asleep (state S or D), read without allocating.
+pub fn is_asleep(pid: u32) -> bool {
+    let mut path = [0u8; 32];
+    let prefix = b"/proc/";
+    path[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let (mut n, mut p) = (0, pid);
+    loop {
+        digits[n] = b'0' + (p % 10) as u8;
+        n += 1;
+        p /= 10;
+        if p == 0 {
+            break;
+        }
+    }
+    let mut at = prefix.len();
+    for i in (0..n).rev() {
+        path[at] = digits[i];
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    let path = std::ffi::CStr::from_bytes_until_nul(&path).unwrap();
+    let mut buf = [0u8; 4096];
+    let len = read_small(path, &mut buf);
+    match buf[..len].iter().rposition(|&c| c == b')') {
+        Some(i) if i + 2 < len => matches!(buf[i + 2], b'S' | b'D'),
+        _ => false,
+    }
+}

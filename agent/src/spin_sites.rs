@@ -1,0 +1,133 @@
+//! Spinlock call sites as metric labels: the kernel keys sites by the
+//! address of their name; here they become `site` label values, capped per
+//! cluster so that a bad actor cannot blow up the series count. A site keeps
+//! its label once admitted, so its counters never move to `other`.
+use std::collections::{BTreeMap, HashMap};
+
+use agent_common::stats::{Hist, SpinStats};
+
+use crate::snapshot::{add_hist, SpinSite};
+
+/// Distinct site labels per cluster; later sites are folded into `other`.
+pub const MAX_SITES_PER_CLUSTER: usize = 32;
+pub const OTHER: &str = "other";
+
+#[derive(Default, Debug)]
+pub struct SiteLabels {
+    admitted: HashMap<String, Vec<String>>,
+}
+
+impl SiteLabels {
+    /// The label for `name` in `cluster`.
+    pub fn label(&mut self, cluster: &str, name: &str) -> String {
+        let names = self.admitted.entry(cluster.to_string()).or_default();
+        if names.iter().any(|n| n == name) {
+            return name.to_string();
+        }
+        if names.len() < MAX_SITES_PER_CLUSTER && name != OTHER {
+            names.push(name.to_string());
+            return name.to_string();
+        }
+        OTHER.to_string()
+    }
+}
+
+/// The site name from per-CPU copies (only the CPU that added the site
+/// read it): the first non-empty one, up to its NUL.
+pub fn site_name<'a>(per_cpu: impl IntoIterator<Item = &'a SpinStats>) -> String {
+    for v in per_cpu {
+        let end = v.name.iter().position(|&b| b == 0).unwrap_or(v.name.len());
+        if end > 0 {
+            return String::from_utf8_lossy(&v.name[..end]).into_owned();
+        }
+    }
+    "unknown".into()
+}
+
+/// Folds per-site, per-CPU values into labelled sites (sites that share a
+/// label, such as `other` or one name at two addresses, are added up).
+pub fn fold(
+    labels: &mut SiteLabels,
+    sites: impl IntoIterator<Item = (String, Vec<SpinStats>)>,
+) -> Vec<SpinSite> {
+    let mut out: BTreeMap<(String, String), SpinSite> = BTreeMap::new();
+    for (cluster, per_cpu) in sites {
+        let name = site_name(per_cpu.iter());
+        let label = labels.label(&cluster, &name);
+        let e = out
+            .entry((cluster.clone(), label.clone()))
+            .or_insert_with(|| SpinSite {
+                cluster,
+                site: label,
+                delays: 0,
+                hist: Hist {
+                    buckets: [0; agent_common::hist::HIST_BUCKETS],
+                    sum_ns: 0,
+                },
+            });
+        for v in &per_cpu {
+            e.delays += v.delays;
+            add_hist(&mut e.hist, &v.hist);
+        }
+    }
+    out.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(name: &str, count: u64) -> SpinStats {
+        let mut s = SpinStats {
+            name: [0; agent_common::stats::SITE_NAME_LEN],
+            delays: count,
+            hist: Hist {
+                buckets: [0; agent_common::hist::HIST_BUCKETS],
+                sum_ns: count * 1000,
+            },
+        };
+        s.name[..name.len()].copy_from_slice(name.as_bytes());
+        s.hist.buckets[3] = count;
+        s
+    }
+
+    #[test]
+    fn names_come_from_any_cpu_copy() {
+        let empty = stats("", 0);
+        assert_eq!(
+            site_name([&empty, &stats("StrategyGetBuffer", 1)]),
+            "StrategyGetBuffer"
+        );
+        assert_eq!(site_name([&empty]), "unknown");
+    }
+
+    #[test]
+    fn sites_beyond_the_cap_fold_into_other_and_stay_put() {
+        let mut l = SiteLabels::default();
+        for i in 0..MAX_SITES_PER_CLUSTER {
+            assert_eq!(l.label("/a", &format!("f{i}")), format!("f{i}"));
+        }
+        assert_eq!(l.label("/a", "late"), OTHER);
+        assert_eq!(l.label("/b", "late"), "late", "the cap is per cluster");
+        assert_eq!(l.label("/a", "f0"), "f0", "admitted sites keep their label");
+    }
+
+    #[test]
+    fn folding_adds_cpus_and_shared_labels() {
+        let mut l = SiteLabels::default();
+        let sites = vec![
+            ("/a".to_string(), vec![stats("XLogFlush", 2), stats("", 3)]),
+            ("/a".to_string(), vec![stats("XLogFlush", 1)]), // same name, another address
+            ("/b".to_string(), vec![stats("get_hash_entry", 5)]),
+        ];
+        let out = fold(&mut l, sites);
+        assert_eq!(out.len(), 2);
+        assert_eq!(
+            (out[0].cluster.as_str(), out[0].site.as_str()),
+            ("/a", "XLogFlush")
+        );
+        assert_eq!(out[0].hist.buckets[3], 6);
+        assert_eq!(out[0].delays, 6);
+        assert_eq!(out[1].hist.sum_ns, 5000);
+    }
+}

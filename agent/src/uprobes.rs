@@ -1,0 +1,65 @@
+//! Attaching the `s_lock` uprobe and uretprobe to every distinct PostgreSQL
+//! binary that a traced process runs (a new cluster, a minor upgrade), once
+//! per binary. A binary without the symbol is reported once and skipped.
+use std::{collections::HashSet, os::unix::fs::MetadataExt};
+
+use aya::{
+    programs::{uprobe::UProbeScope, ProgramError, UProbe},
+    Ebpf,
+};
+
+/// The function probed: PostgreSQL's contended spinlock path.
+pub const SYMBOL: &str = "s_lock";
+const PROGRAMS: [&str; 2] = ["s_lock_enter", "s_lock_return"];
+
+#[derive(Default)]
+pub struct Uprobes {
+    loaded: bool,
+    /// Binaries tried, by (device, inode): attached or failed.
+    seen: HashSet<(u64, u64)>,
+    pub attached: u64,
+    pub errors: u64,
+}
+
+impl Uprobes {
+    /// Attaches to the executable of `pid` unless its binary was seen.
+    pub fn ensure(&mut self, ebpf: &mut Ebpf, pid: u32) {
+        let exe = format!("/proc/{pid}/exe");
+        let Ok(meta) = std::fs::metadata(&exe) else {
+            return;
+        };
+        if !self.seen.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        let shown = std::fs::read_link(&exe)
+            .map(|p| p.display().to_string())
+            .unwrap_or(exe.clone());
+        match self.attach(ebpf, &exe) {
+            Ok(()) => {
+                self.attached += 1;
+                log::info!("spinlock probes attached to {SYMBOL} in {shown}");
+            }
+            Err(e) => {
+                self.errors += 1;
+                log::warn!("cannot probe {SYMBOL} in {shown} (pid {pid}): {e}; spin metrics for it are missing");
+            }
+        }
+    }
+
+    fn attach(&mut self, ebpf: &mut Ebpf, target: &str) -> Result<(), String> {
+        for name in PROGRAMS {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("program {name} missing"))?
+                .try_into()
+                .map_err(|e: ProgramError| e.to_string())?;
+            if !self.loaded {
+                prog.load().map_err(|e| format!("loading {name}: {e}"))?;
+            }
+            prog.attach(SYMBOL, target, UProbeScope::AllProcesses)
+                .map_err(|e| format!("{e}"))?;
+        }
+        self.loaded = true;
+        Ok(())
+    }
+}

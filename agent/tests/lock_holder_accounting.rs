@@ -1,0 +1,198 @@
+//! Lock-holder preemption with a known answer: a holder takes a lock built on
+//! a shared futex and burns CPU in its critical section while a CPU hog on
+//! the same CPU preempts it; waiters block on the futex until the holder
+//! wakes them. The holder records its own run-queue wait across each
+//! critical section (schedstat), which is the answer.
+mod common;
+
+use agent_common::stats::counter;
+use common::workload::{
+    burn_cpu, errno, fork_child, futex_wait, futex_wake, kill, own_nivcsw, own_run_delay_ns,
+    pin_to_cpu, reap, set_comm, sleep_ns, spin_for, Shared,
+};
+use pgpreempt::{agent::Agent, config::Config};
+
+const WAITERS: usize = 2;
+const ROUNDS: u32 = 16;
+const CS_CPU_NS: u64 = 6_000_000;
+
+#[repr(C)]
+struct Board {
+    word: u32,
+    waiting: std::sync::atomic::AtomicU32,
+    /// Ground truth from the holder: run-queue ns and involuntary switches
+    /// inside its critical sections.
+    cs_run_delay_ns: u64,
+    cs_nivcsw: u64,
+    waits: [u64; WAITERS],
+}
+
+struct Run {
+    holder_preemptions: u64,
+    holder_preempted_ns: u64,
+    waiter_delay_ns: [u64; WAITERS],
+    overflows: u64,
+    truth_ns: u64,
+    truth_nivcsw: u64,
+}
+
+fn run(with_hog: bool) -> Run {
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-lock".into()],
+        uprobes: false,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let board: Shared<Board> = Shared::new();
+    let b = board.ptr as usize;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (hold_cpu, wait_cpu) = (cpus - 1, 0);
+    let hog = with_hog.then(|| {
+        fork_child(move || {
+            set_comm(b"pgpt-hog");
+            pin_to_cpu(hold_cpu);
+            spin_for(60_000_000_000);
+        })
+    });
+    let mut waiters = Vec::new();
+    for w in 0..WAITERS {
+        waiters.push(fork_child(move || {
+            set_comm(b"pgpt-lock");
+            pin_to_cpu(wait_cpu);
+            sleep_ns(1_000_000);
+            let board = unsafe { &mut *(b as *mut Board) };
+            for round in 0..ROUNDS {
+                board
+                    .waiting
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                while unsafe { std::ptr::read_volatile(&board.word) } == round {
+                    let r = futex_wait(&mut board.word, round);
+                    if r == 0 || errno() != libc::EAGAIN {
+                        board.waits[w] += 1;
+                    }
+                }
+            }
+        }));
+    }
+    let mut waiter_pids = [0u32; WAITERS];
+    waiter_pids.copy_from_slice(&waiters);
+    let holder = fork_child(move || {
+        set_comm(b"pgpt-lock");
+        pin_to_cpu(hold_cpu);
+        sleep_ns(1_000_000);
+        let board = unsafe { &mut *(b as *mut Board) };
+        for round in 0..ROUNDS {
+            // Wait until every waiter is (about to be) blocked on the lock.
+            while board.waiting.load(std::sync::atomic::Ordering::SeqCst)
+                < (round + 1) * WAITERS as u32
+            {
+                sleep_ns(1_000_000);
+            }
+            sleep_ns(5_000_000);
+            // The critical section: CPU work, preempted by the hog.
+            let (d0, n0) = (own_run_delay_ns(), own_nivcsw());
+            burn_cpu(CS_CPU_NS);
+            let (d1, n1) = (own_run_delay_ns(), own_nivcsw());
+            board.cs_run_delay_ns += d1 - d0;
+            board.cs_nivcsw += n1 - n0;
+            // Release: wake every waiter.
+            unsafe { std::ptr::write_volatile(&mut board.word, round + 1) };
+            futex_wake(&mut board.word, i32::MAX);
+            // Think time between lock cycles.
+            sleep_ns(20_000_000);
+        }
+    });
+    let mut all = waiters.clone();
+    all.push(holder);
+    reap(&all);
+    if let Some(h) = hog {
+        kill(h);
+        reap(&[h]);
+    }
+    agent.refresh();
+    let hc = agent.process_counters(holder).expect("holder traced");
+    let mut waiter_delay_ns = [0; WAITERS];
+    let mut overflows = 0;
+    for (i, &w) in waiters.iter().enumerate() {
+        let c = agent.process_counters(w).expect("waiter traced");
+        waiter_delay_ns[i] = c.v[counter::WAITER_DELAY_NS];
+        overflows += c.v[counter::HISTORY_OVERFLOWS];
+        assert!(
+            c.v[counter::FUTEX_WAITS] >= ROUNDS as u64,
+            "waiter {i} blocked only {} times",
+            c.v[counter::FUTEX_WAITS]
+        );
+    }
+    let board = board.get();
+    Run {
+        holder_preemptions: hc.v[counter::HOLDER_PREEMPTIONS],
+        holder_preempted_ns: hc.v[counter::HOLDER_PREEMPTED_NS],
+        waiter_delay_ns,
+        overflows,
+        truth_ns: board.cs_run_delay_ns,
+        truth_nivcsw: board.cs_nivcsw,
+    }
+}
+
+#[test]
+fn preempted_holders_and_the_delay_they_cause_match_the_holders_schedstat() {
+    common::require_root();
+    let r = run(true);
+    eprintln!(
+        "holder: {} preemptions, {:.1} ms preempted (truth {} switches, {:.1} ms); waiters delayed {:?} ns; {} overflows",
+        r.holder_preemptions,
+        r.holder_preempted_ns as f64 / 1e6,
+        r.truth_nivcsw,
+        r.truth_ns as f64 / 1e6,
+        r.waiter_delay_ns,
+        r.overflows
+    );
+    assert!(
+        r.truth_ns > 20_000_000,
+        "the hog barely preempted the holder ({} ns): no test",
+        r.truth_ns
+    );
+    assert!(r.holder_preemptions > 0);
+    assert_eq!(
+        r.overflows, 0,
+        "a 6 ms critical section fits in the history"
+    );
+    common::assert_close(
+        "holder preempted ns",
+        r.holder_preempted_ns as f64,
+        r.truth_ns as f64,
+        10.0,
+        0.0,
+    );
+    for (i, d) in r.waiter_delay_ns.iter().enumerate() {
+        // Each waiter waited through every critical section.
+        common::assert_close(
+            &format!("waiter {i} delay ns"),
+            *d as f64,
+            r.truth_ns as f64,
+            10.0,
+            0.0,
+        );
+    }
+}
+
+#[test]
+fn an_unpreempted_holder_causes_no_holder_preemptions() {
+    common::require_root();
+    let r = run(false);
+    eprintln!(
+        "holder: {} preemptions (truth {} switches, {} ns)",
+        r.holder_preemptions, r.truth_nivcsw, r.truth_ns
+    );
+    assert_eq!(
+        r.holder_preemptions > 0,
+        r.truth_nivcsw > 0,
+        "non-zero exactly when the ground truth is"
+    );
+    if r.truth_nivcsw == 0 {
+        assert_eq!(r.holder_preempted_ns, 0);
+        assert_eq!(r.waiter_delay_ns, [0; WAITERS]);
+    }
+}
