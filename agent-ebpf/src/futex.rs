@@ -109,6 +109,17 @@ fn record_waker(ts: &TaskState, tid: u32, uaddr: u64, now: u64) {
         _pad: 0,
         uaddr,
     };
+    // PostgreSQL wakes a bounded set of addresses (one semaphore per
+    // backend): overwrite in place; an LRU insert (a new node under the LRU
+    // lock) only the first time an address is woken.
+    if let Some(r) = WAKERS.get_ptr_mut(&key) {
+        unsafe {
+            (*r).waker_tid = tid;
+            (*r).waker_tgid = ts.tgid;
+            (*r).ns = now;
+        }
+        return;
+    }
     let rec = WakeRecord {
         waker_tid: tid,
         waker_tgid: ts.tgid,

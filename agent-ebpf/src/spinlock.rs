@@ -14,7 +14,7 @@ use aya_ebpf::{
 use crate::{
     account::Sink,
     maps::{bump_diag, SPIN_SCRATCH, SPIN_SITES},
-    task::task,
+    task::{resolve_current, task},
 };
 
 #[uprobe]
@@ -22,7 +22,8 @@ pub fn s_lock_enter(ctx: ProbeContext) -> u32 {
     let Some(ts) = task(bpf_get_current_pid_tgid() as u32) else {
         return 0;
     };
-    if ts.tgid == 0 {
+    // Also picks up a group change since the task last slept.
+    if !resolve_current(&ctx, ts) {
         return 0;
     }
     let func: u64 = ctx.arg(3).unwrap_or(0);
@@ -67,10 +68,20 @@ pub fn s_lock_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Adds the call site the first time it is seen, with its name.
+/// Adds the call site the first time it is seen, with its name. The name
+/// read fails if its page is not mapped in this process yet (the probe
+/// cannot fault it in), so it is retried while this CPU's copy has none; the
+/// agent also reads missing names from /proc/PID/mem.
 #[inline(always)]
 fn ensure_site(key: SpinKey) {
-    if SPIN_SITES.get_ptr_mut(&key).is_some() {
+    if let Some(site) = SPIN_SITES.get_ptr_mut(&key) {
+        let site = unsafe { &mut *site };
+        if site.name[0] == 0
+            && unsafe { bpf_probe_read_user_str_bytes(key.func as *const u8, &mut site.name) }
+                .is_err()
+        {
+            site.name[0] = 0;
+        }
         return;
     }
     let Some(v) = SPIN_SCRATCH.get_ptr_mut(0) else {

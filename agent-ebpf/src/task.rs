@@ -159,7 +159,7 @@ pub fn comm_matches(lo: u64, hi: u64) -> bool {
 
 /// The state of `tid`, created if missing.
 #[inline(always)]
-pub fn task_or_create(ctx: &TracePointContext, tid: u32) -> Option<&'static mut TaskState> {
+pub fn task_or_create<C: EbpfContext>(ctx: &C, tid: u32) -> Option<&'static mut TaskState> {
     if let Some(ts) = TASKS.get_ptr_mut(tid) {
         return Some(unsafe { &mut *ts });
     }
@@ -185,7 +185,7 @@ pub fn task(tid: u32) -> Option<&'static mut TaskState> {
 /// time), applies `--pid`, and refreshes its group if the agent changed any.
 /// Returns false if the task is not traced.
 #[inline(always)]
-pub fn resolve_current(ctx: &TracePointContext, ts: &mut TaskState) -> bool {
+pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
     if ts.flags & IGNORED != 0 {
         return false;
     }
@@ -213,7 +213,7 @@ pub fn resolve_current(ctx: &TracePointContext, ts: &mut TaskState) -> bool {
 
 /// Makes sure the process has a per-process entry.
 #[inline(always)]
-fn add_process(ctx: &TracePointContext, tgid: u32) {
+fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
     if PROC_STATS.get_ptr_mut(tgid).is_some() {
         return;
     }

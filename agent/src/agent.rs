@@ -26,6 +26,8 @@ pub struct Agent {
     uprobes: Option<Uprobes>,
     /// Behind a mutex so that reads (`&self`) can admit new site labels.
     site_labels: std::sync::Mutex<SiteLabels>,
+    /// Site names resolved so far.
+    site_names: std::sync::Mutex<HashMap<SpinKey, String>>,
     maps: Maps,
     events: RingBuf<MapData>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -116,6 +118,7 @@ impl Agent {
             probes,
             uprobes: cfg.uprobes.then(Uprobes::default),
             site_labels: std::sync::Mutex::new(SiteLabels::default()),
+            site_names: std::sync::Mutex::new(HashMap::new()),
             maps,
             events,
             logger,
@@ -163,15 +166,26 @@ impl Agent {
     /// Spinlock call sites, per cluster, with capped labels.
     pub fn spin_sites(&self) -> Vec<crate::snapshot::SpinSite> {
         let mut raw = Vec::new();
-        for key in self
-            .maps
-            .spin_sites
-            .keys()
-            .filter_map(Result::ok)
-            .collect::<Vec<SpinKey>>()
-        {
+        let mut names = self.site_names.lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<SpinKey> = self.maps.spin_sites.keys().filter_map(Result::ok).collect();
+        for key in keys {
             let Ok(v) = self.maps.spin_sites.get(&key, 0) else {
                 continue;
+            };
+            let per_cpu: Vec<SpinStats> = v.iter().copied().collect();
+            let name = match names.get(&key) {
+                Some(n) => n.clone(),
+                None => {
+                    let found = crate::spin_sites::site_name(per_cpu.iter())
+                        .or_else(|| self.read_site_name(&key));
+                    match found {
+                        Some(n) => {
+                            names.insert(key, n.clone());
+                            n
+                        }
+                        None => "unknown".into(),
+                    }
+                }
             };
             let cluster = self
                 .tracker
@@ -179,7 +193,7 @@ impl Agent {
                 .cluster_name(key.cluster)
                 .unwrap_or(crate::groups::UNASSIGNED_CLUSTER)
                 .to_string();
-            raw.push((cluster, v.iter().copied().collect::<Vec<SpinStats>>()));
+            raw.push((cluster, name, per_cpu));
         }
         let mut labels = self.site_labels.lock().unwrap_or_else(|p| p.into_inner());
         crate::spin_sites::fold(&mut labels, raw)
@@ -195,6 +209,8 @@ impl Agent {
             self.tracker.scan(&mut self.maps);
         }
         self.tracker.refresh(&mut self.maps, sweep);
+        // Resolve new site names while their processes are alive.
+        let _ = self.spin_sites();
     }
 
     /// One process's counters, summed over CPUs (None if it has none).
@@ -252,6 +268,16 @@ impl Agent {
 
     pub fn attached_programs(&self) -> &[&'static str] {
         &self.probes.attached
+    }
+
+    /// A site name the kernel could not read: from the memory of a live
+    /// process of the site's cluster (they share the binary's mapping).
+    fn read_site_name(&self, key: &SpinKey) -> Option<String> {
+        self.tracker
+            .procs
+            .values()
+            .filter(|t| t.cluster_id == key.cluster && t.exited_at.is_none())
+            .find_map(|t| crate::spin_sites::read_name_from(t.tgid, key.func))
     }
 
     /// Everything a scrape shows.

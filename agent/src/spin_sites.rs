@@ -32,27 +32,38 @@ impl SiteLabels {
     }
 }
 
-/// The site name from per-CPU copies (only the CPU that added the site
-/// read it): the first non-empty one, up to its NUL.
-pub fn site_name<'a>(per_cpu: impl IntoIterator<Item = &'a SpinStats>) -> String {
+/// The site name from per-CPU copies (only a CPU that saw the site read
+/// it): the first non-empty one, up to its NUL; `None` if no copy has it.
+pub fn site_name<'a>(per_cpu: impl IntoIterator<Item = &'a SpinStats>) -> Option<String> {
     for v in per_cpu {
         let end = v.name.iter().position(|&b| b == 0).unwrap_or(v.name.len());
         if end > 0 {
-            return String::from_utf8_lossy(&v.name[..end]).into_owned();
+            return Some(String::from_utf8_lossy(&v.name[..end]).into_owned());
         }
     }
-    "unknown".into()
+    None
+}
+
+/// Reads a NUL-terminated site name at `addr` in process `pid`'s memory
+/// (this faults the page in, which the kernel probe cannot do).
+pub fn read_name_from(pid: u32, addr: u64) -> Option<String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
+    let mut buf = [0u8; agent_common::stats::SITE_NAME_LEN];
+    let n = f.read_at(&mut buf, addr).ok()?;
+    let end = buf[..n].iter().position(|&b| b == 0)?;
+    (end > 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// Folds per-site, per-CPU values into labelled sites (sites that share a
 /// label, such as `other` or one name at two addresses, are added up).
+/// Input: (cluster, site name, per-CPU values).
 pub fn fold(
     labels: &mut SiteLabels,
-    sites: impl IntoIterator<Item = (String, Vec<SpinStats>)>,
+    sites: impl IntoIterator<Item = (String, String, Vec<SpinStats>)>,
 ) -> Vec<SpinSite> {
     let mut out: BTreeMap<(String, String), SpinSite> = BTreeMap::new();
-    for (cluster, per_cpu) in sites {
-        let name = site_name(per_cpu.iter());
+    for (cluster, name, per_cpu) in sites {
         let label = labels.label(&cluster, &name);
         let e = out
             .entry((cluster.clone(), label.clone()))
@@ -92,13 +103,21 @@ mod tests {
     }
 
     #[test]
+    fn names_can_be_read_from_process_memory() {
+        static NAME: &[u8] = b"ReserveXLogInsertLocation\0";
+        let got = read_name_from(std::process::id(), NAME.as_ptr() as u64);
+        assert_eq!(got.as_deref(), Some("ReserveXLogInsertLocation"));
+        assert_eq!(read_name_from(u32::MAX, 0), None);
+    }
+
+    #[test]
     fn names_come_from_any_cpu_copy() {
         let empty = stats("", 0);
         assert_eq!(
-            site_name([&empty, &stats("StrategyGetBuffer", 1)]),
-            "StrategyGetBuffer"
+            site_name([&empty, &stats("StrategyGetBuffer", 1)]).as_deref(),
+            Some("StrategyGetBuffer")
         );
-        assert_eq!(site_name([&empty]), "unknown");
+        assert_eq!(site_name([&empty]), None);
     }
 
     #[test]
@@ -115,10 +134,11 @@ mod tests {
     #[test]
     fn folding_adds_cpus_and_shared_labels() {
         let mut l = SiteLabels::default();
+        let site = |c: &str, n: &str, v| (c.to_string(), n.to_string(), v);
         let sites = vec![
-            ("/a".to_string(), vec![stats("XLogFlush", 2), stats("", 3)]),
-            ("/a".to_string(), vec![stats("XLogFlush", 1)]), // same name, another address
-            ("/b".to_string(), vec![stats("get_hash_entry", 5)]),
+            site("/a", "XLogFlush", vec![stats("XLogFlush", 2), stats("", 3)]),
+            site("/a", "XLogFlush", vec![stats("XLogFlush", 1)]), // same name, another address
+            site("/b", "get_hash_entry", vec![stats("get_hash_entry", 5)]),
         ];
         let out = fold(&mut l, sites);
         assert_eq!(out.len(), 2);

@@ -172,3 +172,107 @@ fn backends_match_the_kernel_under_pgbench() {
     let _ = bench.kill();
     let _ = bench.wait();
 }
+
+/// Runs a load while polling the agent as the daemon does (every 100 ms),
+/// so new backends are classified while they work.
+fn run_polling(agent: &mut Agent, cmd: &mut std::process::Command) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "{cmd:?} failed");
+            break;
+        }
+        agent.refresh();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.refresh();
+}
+
+fn group_counter(agent: &Agent, cluster: &str, backend_type: &str, idx: usize) -> u64 {
+    agent
+        .snapshot()
+        .groups
+        .iter()
+        .filter(|(l, _)| l.cluster == cluster && l.backend_type == backend_type)
+        .map(|(_, g)| g.counters.v[idx])
+        .sum()
+}
+
+#[test]
+fn lock_holder_preemption_and_spinlock_sites_under_pgbench() {
+    common::require_root();
+    // A tiny buffer pool makes the buffer-mapping spinlocks contend.
+    let pg = Cluster::start(&["shared_buffers=2MB"]);
+    let init = pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "2", "postgres"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let cluster = pg.data().canonicalize().unwrap().display().to_string();
+    let mut agent = Agent::start(&Config::default()).expect("agent starts");
+
+    // Clients well above the CPU count: lock holders get preempted.
+    run_polling(
+        &mut agent,
+        pg.pgbench()
+            .args(["-c", "16", "-j", "2", "-T", "8", "postgres"]),
+    );
+    let holder = group_counter(
+        &agent,
+        &cluster,
+        "client backend",
+        counter::HOLDER_PREEMPTIONS,
+    );
+    let delay = group_counter(&agent, &cluster, "client backend", counter::WAITER_DELAY_NS);
+    eprintln!(
+        "client backends: {holder} holder preemptions, {:.3} s waiter delay",
+        delay as f64 / 1e9
+    );
+    assert!(
+        holder > 0,
+        "no lock-holder preemption among client backends"
+    );
+    assert!(delay > 0, "no waiter delay among client backends");
+
+    // Select-only with 32 clients: contended spinlocks, named by site.
+    run_polling(
+        &mut agent,
+        pg.pgbench()
+            .args(["-S", "-c", "32", "-j", "2", "-T", "10", "postgres"]),
+    );
+    let sites = agent.spin_sites();
+    let ours: Vec<_> = sites.iter().filter(|s| s.cluster == cluster).collect();
+    eprintln!(
+        "spin sites: {:?}",
+        ours.iter()
+            .map(|s| (
+                s.site.as_str(),
+                s.hist.buckets.iter().sum::<u64>(),
+                s.hist.sum_ns
+            ))
+            .collect::<Vec<_>>()
+    );
+    assert!(!ours.is_empty(), "no contended s_lock seen");
+    assert!(
+        ours.iter()
+            .all(|s| s.site != "unknown" && !s.site.is_empty()),
+        "unnamed sites: {ours:?}"
+    );
+    assert!(ours.iter().any(|s| s.hist.sum_ns > 0));
+    let spins = group_counter(&agent, &cluster, "client backend", counter::SPINS);
+    assert!(spins > 0);
+    assert_eq!(
+        agent.snapshot().uprobe_errors,
+        0,
+        "the PostgreSQL binary has s_lock"
+    );
+}

@@ -54,6 +54,9 @@ fn involuntary_switches_and_run_queue_time_match_the_kernel() {
     };
     run_round();
     agent.refresh();
+    // This test's binary has no s_lock: said once (not once per child),
+    // counted, and tracing goes on.
+    assert_eq!(agent.snapshot().uprobe_errors, 1);
 
     let before: Vec<_> = kids
         .iter()
