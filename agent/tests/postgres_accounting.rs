@@ -84,14 +84,13 @@ fn backends_match_the_kernel_under_pgbench() {
     // the agent started, as `other` (their title not set yet), and must have
     // moved to `client backend` in the kernel too, not only in the agent.
     let cluster = pg.data().canonicalize().unwrap().display().to_string();
-    let client_group_invol = |agent: &Agent| -> u64 {
-        agent
-            .snapshot()
-            .groups
-            .iter()
-            .filter(|(l, _)| l.cluster == cluster && l.backend_type == "client backend")
-            .map(|(_, g)| g.counters.v[counter::INVOLUNTARY_SWITCHES])
-            .sum()
+    let client_group_invol = |agent: &Agent| {
+        group_counter(
+            agent,
+            &cluster,
+            "client backend",
+            counter::INVOLUNTARY_SWITCHES,
+        )
     };
     let group_before = client_group_invol(&agent);
     let read = |agent: &Agent| -> Vec<_> {
@@ -113,36 +112,18 @@ fn backends_match_the_kernel_under_pgbench() {
     let after = read(&agent);
     agent.refresh();
 
-    let mut sum_k = 0.0;
-    let mut sum_a = 0.0;
-    let mut invol_total = 0;
-    for (i, ((k0, a0), (k1, a1))) in before.iter().zip(after.iter()).enumerate() {
-        let k_invol = (k1.nonvoluntary - k0.nonvoluntary) as f64;
-        let a_invol =
-            (a1.v[counter::INVOLUNTARY_SWITCHES] - a0.v[counter::INVOLUNTARY_SWITCHES]) as f64;
-        invol_total += k_invol as u64;
-        common::assert_close(
-            &format!("backend {} involuntary switches", pids[i]),
-            a_invol,
-            k_invol,
-            1.0,
-            1.0,
-        );
-        let k_wait = (k1.run_delay_ns - k0.run_delay_ns) as f64;
-        let a_wait = ((a1.v[counter::PREEMPTED_NS] - a0.v[counter::PREEMPTED_NS])
-            + (a1.v[counter::WAKEUP_LATENCY_NS] - a0.v[counter::WAKEUP_LATENCY_NS]))
-            as f64;
-        common::assert_close(
-            &format!("backend {} run-queue ns", pids[i]),
-            a_wait,
-            k_wait,
-            3.0,
-            0.0,
-        );
-        sum_k += k_wait;
+    let (mut sum_a, mut sum_k, mut invol_total) = (0u64, 0u64, 0u64);
+    for (i, (b, a)) in before.iter().zip(after.iter()).enumerate() {
+        let w = common::Window {
+            kernel: (b.0, a.0),
+            agent: (b.1, a.1),
+        };
+        let (invol, a_wait, k_wait) = w.assert_matches_kernel(&format!("backend {}", pids[i]));
+        invol_total += invol;
         sum_a += a_wait;
+        sum_k += k_wait;
         assert!(
-            a1.v[counter::FUTEX_WAITS] > a0.v[counter::FUTEX_WAITS],
+            a.1.v[counter::FUTEX_WAITS] > b.1.v[counter::FUTEX_WAITS],
             "backend {} never waited on a futex",
             pids[i]
         );
@@ -154,8 +135,8 @@ fn backends_match_the_kernel_under_pgbench() {
     );
     eprintln!(
         "run-queue time: agent {:.3} s, kernel {:.3} s; involuntary switches {invol_total}",
-        sum_a / 1e9,
-        sum_k / 1e9
+        sum_a as f64 / 1e9,
+        sum_k as f64 / 1e9
     );
     assert!(
         invol_total > 50,

@@ -76,40 +76,14 @@ fn involuntary_switches_and_run_queue_time_match_the_kernel() {
         .collect();
 
     let mut total_invol = 0;
-    for (i, (&pid, ((k0, a0), (k1, a1)))) in
-        kids.iter().zip(before.iter().zip(after.iter())).enumerate()
-    {
-        let k_invol = (k1.nonvoluntary - k0.nonvoluntary) as f64;
-        let a_invol =
-            (a1.v[counter::INVOLUNTARY_SWITCHES] - a0.v[counter::INVOLUNTARY_SWITCHES]) as f64;
-        total_invol += k_invol as u64;
-        common::assert_close(
-            &format!("child {i} (pid {pid}) involuntary switches"),
-            a_invol,
-            k_invol,
-            1.0,
-            1.0,
-        );
-        let k_wait = (k1.run_delay_ns - k0.run_delay_ns) as f64;
-        let a_wait = ((a1.v[counter::PREEMPTED_NS] - a0.v[counter::PREEMPTED_NS])
-            + (a1.v[counter::WAKEUP_LATENCY_NS] - a0.v[counter::WAKEUP_LATENCY_NS]))
-            as f64;
-        common::assert_close(
-            &format!("child {i} (pid {pid}) run-queue ns"),
-            a_wait,
-            k_wait,
-            3.0,
-            0.0,
-        );
-        let k_vol = (k1.voluntary - k0.voluntary) as f64;
-        let a_vol = (a1.v[counter::VOLUNTARY_SWITCHES] - a0.v[counter::VOLUNTARY_SWITCHES]) as f64;
-        common::assert_close(
-            &format!("child {i} voluntary switches"),
-            a_vol,
-            k_vol,
-            1.0,
-            1.0,
-        );
+    for (i, (&pid, (b, a))) in kids.iter().zip(before.iter().zip(after.iter())).enumerate() {
+        let w = common::Window {
+            kernel: (b.0, a.0),
+            agent: (b.1, a.1),
+        };
+        let what = format!("child {i} (pid {pid})");
+        total_invol += w.assert_matches_kernel(&what).0;
+        w.assert_voluntary_matches_kernel(&what);
     }
     // The workload must have produced the thing under test.
     assert!(

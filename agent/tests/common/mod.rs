@@ -85,3 +85,55 @@ pub fn loaded_tracing_programs() -> Vec<String> {
         .map(|p| p.name_as_str().unwrap_or("?").to_string())
         .collect()
 }
+
+/// One process's window, as the kernel and the agent saw it.
+pub struct Window {
+    pub kernel: (KernelTruth, KernelTruth),
+    pub agent: (agent_common::stats::Counters, agent_common::stats::Counters),
+}
+
+impl Window {
+    fn delta(&self, idx: usize) -> u64 {
+        self.agent.1.v[idx] - self.agent.0.v[idx]
+    }
+
+    /// Involuntary switches within 1% (or one event) of
+    /// `nonvoluntary_ctxt_switches`, and preempted + wakeup time within 3% of
+    /// schedstat's run-queue time. Returns (involuntary, agent run-queue ns,
+    /// kernel run-queue ns).
+    pub fn assert_matches_kernel(&self, what: &str) -> (u64, u64, u64) {
+        use agent_common::stats::counter;
+        let (k0, k1) = self.kernel;
+        let k_invol = k1.nonvoluntary - k0.nonvoluntary;
+        let a_invol = self.delta(counter::INVOLUNTARY_SWITCHES);
+        assert_close(
+            &format!("{what} involuntary switches"),
+            a_invol as f64,
+            k_invol as f64,
+            1.0,
+            1.0,
+        );
+        let k_wait = k1.run_delay_ns - k0.run_delay_ns;
+        let a_wait = self.delta(counter::PREEMPTED_NS) + self.delta(counter::WAKEUP_LATENCY_NS);
+        assert_close(
+            &format!("{what} run-queue ns"),
+            a_wait as f64,
+            k_wait as f64,
+            3.0,
+            0.0,
+        );
+        (k_invol, a_wait, k_wait)
+    }
+
+    pub fn assert_voluntary_matches_kernel(&self, what: &str) {
+        let (k0, k1) = self.kernel;
+        let a = self.delta(agent_common::stats::counter::VOLUNTARY_SWITCHES);
+        assert_close(
+            &format!("{what} voluntary switches"),
+            a as f64,
+            (k1.voluntary - k0.voluntary) as f64,
+            1.0,
+            1.0,
+        );
+    }
+}
