@@ -209,3 +209,43 @@ fn a_process_whose_title_changes_moves_group_in_the_kernel() {
         "the kernel counted {counted} switches in the new group, want >= 200"
     );
 }
+
+#[test]
+fn pid_selection_traces_only_the_given_processes() {
+    common::require_root();
+    let gate = Gate::new();
+    let kids: Vec<u32> = (0..2)
+        .map(|_| {
+            fork_child(move || {
+                unsafe { libc::close(gate.w) };
+                set_comm(b"pgpt-pid");
+                while gate.pass() {
+                    common::workload::sleep_ns(1_000_000);
+                }
+            })
+        })
+        .collect();
+    common::wait_asleep(&kids);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-pid".into()],
+        pids: vec![kids[0]],
+        ..Config::default()
+    })
+    .expect("agent starts");
+    for _ in 0..20 {
+        gate.release(kids.len());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    agent.refresh();
+    let traced = agent
+        .process_counters(kids[0])
+        .expect("the selected process is traced");
+    assert!(traced.v[counter::VOLUNTARY_SWITCHES] >= 20);
+    assert!(
+        agent.process_counters(kids[1]).is_none(),
+        "a process outside --pid was traced"
+    );
+    assert!(agent.labels_of(kids[1]).is_none());
+    gate.close();
+    reap(&kids);
+}

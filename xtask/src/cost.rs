@@ -1,6 +1,8 @@
 //! `cargo xtask cost`: each kernel program's mean run time from the
 //! kernel's BPF statistics (run_time_ns / run_cnt), in three settings:
-//! untraced tasks, traced tasks on one CPU, and PostgreSQL under pgbench.
+//! untraced tasks, traced tasks on one CPU, and PostgreSQL under pgbench;
+//! then pgbench throughput without the agent, and with it with uprobes off
+//! and on.
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -108,5 +110,69 @@ pub fn run() -> Result<()> {
         &mixed,
         &[],
     );
+    drop(pg);
+    throughput()
+}
+
+/// pgbench TPS with no agent, the agent without uprobes, and the agent with
+/// them, in interleaved rounds, on the workload that contends spinlocks
+/// (select-only, `shared_buffers=2MB`, 32 clients).
+fn throughput() -> Result<()> {
+    const ROUNDS: usize = 3;
+    let pg = Scratch::start_with(&["shared_buffers=2MB"])?;
+    sh(pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "2", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
+    let bench = || -> Result<f64> {
+        let out = pg
+            .pgbench()
+            .args(["-S", "-c", "32", "-j", "2", "-T", "8", "postgres"])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("tps = "))
+            .context("pgbench printed no tps")?;
+        Ok(line[6..].split_whitespace().next().unwrap_or("0").parse()?)
+    };
+    let configs: [(&str, Option<&[&str]>); 3] = [
+        ("no agent", None),
+        ("agent --no-uprobes", Some(&["--no-uprobes"])),
+        ("agent (uprobes on)", Some(&[])),
+    ];
+    let mut tps = vec![Vec::new(); configs.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, args)) in configs.iter().enumerate() {
+            let t = match args {
+                None => bench()?,
+                Some(extra) => {
+                    let mut t = 0.0;
+                    with_agent(extra, || {
+                        t = bench()?;
+                        Ok(())
+                    })?;
+                    t
+                }
+            };
+            tps[i].push(t);
+        }
+    }
+    println!("\npgbench -S, 32 clients, shared_buffers=2MB, {ROUNDS} interleaved rounds of 8 s (median tps, ratio to no agent):");
+    let median = |v: &Vec<f64>| {
+        let mut v = v.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let base = median(&tps[0]);
+    for (i, (name, _)) in configs.iter().enumerate() {
+        let m = median(&tps[i]);
+        println!(
+            "  {name:<22} {m:>9.0} tps  {:.3}  (rounds: {:?})",
+            m / base,
+            tps[i].iter().map(|t| *t as u64).collect::<Vec<_>>()
+        );
+    }
     Ok(())
 }

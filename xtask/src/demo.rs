@@ -233,6 +233,48 @@ fn summarize(
             futex
         );
     }
+    // Lock holders: how much of the lock waiting their preemption caused.
+    let sum_over = |name: &str| -> f64 {
+        after
+            .keys()
+            .filter(|(n, l)| n == name && label(l, "cluster") == Some(cluster))
+            .map(|(n, l)| delta(n, l))
+            .sum()
+    };
+    let holders = sum_over("pgpreempt_lock_holder_preemptions_total");
+    let delay = sum_over("pgpreempt_lock_waiter_delay_seconds_total");
+    let waits = sum_over("pgpreempt_futex_wait_seconds_sum");
+    println!(
+        "\nlock holders preempted while others waited: {:.0}/s; the waiting they caused: {:.2} s/s, {:.1}% of all futex (lock) waiting",
+        holders / secs,
+        delay / secs,
+        if waits > 0.0 { delay / waits * 100.0 } else { 0.0 }
+    );
+    let mut sites: Vec<(String, f64, f64)> = after
+        .keys()
+        .filter(|(n, l)| {
+            n == "pgpreempt_spin_seconds_count" && label(l, "cluster") == Some(cluster)
+        })
+        .map(|(n, l)| {
+            let site = label(l, "site").unwrap_or("?").to_string();
+            (site, delta(n, l), delta("pgpreempt_spin_seconds_sum", l))
+        })
+        .filter(|(_, count, _)| *count > 0.0)
+        .collect();
+    sites.sort_by(|a, b| b.2.total_cmp(&a.2));
+    if sites.is_empty() {
+        println!("contended spinlocks (s_lock): none seen");
+    } else {
+        let top: Vec<String> = sites
+            .iter()
+            .take(5)
+            .map(|(s, c, t)| format!("{s} ({c:.0} x, {})", fmt_s(*t)))
+            .collect();
+        println!(
+            "contended spinlocks (s_lock), most time first: {}",
+            top.join(", ")
+        );
+    }
     let total: f64 = after
         .iter()
         .filter(|((n, _), _)| n == "pgpreempt_bpf_program_run_seconds_total")

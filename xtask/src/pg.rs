@@ -35,6 +35,11 @@ fn pg_bin() -> Result<PathBuf> {
 
 impl Scratch {
     pub fn start() -> Result<Scratch> {
+        Self::start_with(&["shared_buffers=32MB"])
+    }
+
+    /// A scratch cluster with extra `-c` settings.
+    pub fn start_with(settings: &[&str]) -> Result<Scratch> {
         let bin = pg_bin()?;
         let dir = PathBuf::from(
             String::from_utf8(
@@ -54,10 +59,10 @@ impl Scratch {
             .args(["-A", "trust", "-U", "postgres", "-D"])
             .arg(&data)
             .stdout(std::process::Stdio::null()))?;
-        let opts = format!(
-            "-k {} -c listen_addresses='' -c shared_buffers=32MB",
-            s.dir.display()
-        );
+        let mut opts = format!("-k {} -c listen_addresses=''", s.dir.display());
+        for setting in settings {
+            opts.push_str(&format!(" -c {setting}"));
+        }
         sh(as_postgres(&s.bin, "pg_ctl")
             .args(["-D"])
             .arg(&data)
