@@ -30,16 +30,7 @@ fn all_blocked(pg: &Cluster) {
 fn backends_match_the_kernel_under_pgbench() {
     common::require_root();
     let pg = Cluster::start(&[]);
-    let init = pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "2", "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pg.init_pgbench(2);
 
     let mut agent = Agent::start(&Config::default()).expect("agent starts");
     // More clients than CPUs, so backends preempt each other.
@@ -188,16 +179,7 @@ fn lock_holder_preemption_and_spinlock_sites_under_pgbench() {
     common::require_root();
     // A tiny buffer pool makes the buffer-mapping spinlocks contend.
     let pg = Cluster::start(&["shared_buffers=2MB"]);
-    let init = pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "2", "postgres"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    pg.init_pgbench(2);
     let cluster = pg.data().canonicalize().unwrap().display().to_string();
     let mut agent = Agent::start(&Config::default()).expect("agent starts");
 

@@ -65,6 +65,13 @@ impl Cluster {
         c
     }
 
+    /// `pgbench -i` at scale `scale`.
+    pub fn init_pgbench(&self, scale: u32) {
+        ok(self
+            .pgbench()
+            .args(["-i", "-q", "-s", &scale.to_string(), "postgres"]));
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
