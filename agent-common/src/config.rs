@@ -156,6 +156,9 @@ impl TracepointLayout {
         for (name, off, size) in checks {
             let off_us = off as usize;
             let align = if size == 1 { 1 } else { size.min(8) };
+            if size == 1 && off_us == 0 {
+                continue; // an optional one-byte field this kernel lacks
+            }
             let bytes_ok = size != 1 || (24..=40).contains(&off_us);
             if off_us < 8
                 || off_us + size > MAX_FIELD_END
@@ -199,6 +202,13 @@ mod layout_tests {
     #[test]
     fn the_6_x_layout_fits() {
         assert_eq!(standard().fits(), Ok(()));
+    }
+
+    #[test]
+    fn a_kernel_without_group_dead_fits() {
+        let mut l = standard();
+        l.exit_group_dead = 0;
+        assert_eq!(l.fits(), Ok(()));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use agent_common::{
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
+use aya_log_ebpf::warn;
 
 use crate::{
     maps::{bump_diag, layout, PROC_EVENTS, TASKS},
@@ -21,8 +22,16 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     };
     let tgid = ts.tgid;
     let _ = TASKS.remove(tid);
-    let group_dead = ctx_u8(&ctx, layout!(exit_group_dead));
-    if group_dead != 0 && tgid != 0 {
+    let offset = layout!(exit_group_dead);
+    let group_dead = if offset != 0 {
+        ctx_u8(&ctx, offset) != 0
+    } else {
+        // Before Linux 6.16 the record has no group_dead: take the leader's
+        // exit (the agent's /proc sweep catches the rare leader that exits
+        // before its threads).
+        tid == tgid
+    };
+    if group_dead && tgid != 0 {
         if PROC_EVENTS
             .output(
                 ProcEvent {
@@ -34,6 +43,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
             .is_err()
         {
             bump_diag(diag::EVENTS_LOST);
+            warn!(
+                &ctx,
+                "pgpreempt: process event ring full, exit of {} not sent", tgid
+            );
         }
     }
     0

@@ -10,6 +10,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
+use aya_log_ebpf::warn;
 
 use crate::{
     account::Sink,
@@ -28,11 +29,14 @@ pub fn s_lock_enter(ctx: ProbeContext) -> u32 {
     }
     let func: u64 = ctx.arg(3).unwrap_or(0);
     ts.spin_site = func;
-    ensure_site(SpinKey {
-        cluster: ts.cluster,
-        _pad: 0,
-        func,
-    });
+    ensure_site(
+        &ctx,
+        SpinKey {
+            cluster: ts.cluster,
+            _pad: 0,
+            func,
+        },
+    );
     ts.spin_start_ns = unsafe { bpf_ktime_get_ns() };
     0
 }
@@ -73,7 +77,7 @@ pub fn s_lock_return(ctx: RetProbeContext) -> u32 {
 /// cannot fault it in), so it is retried while this CPU's copy has none; the
 /// agent also reads missing names from /proc/PID/mem.
 #[inline(always)]
-fn ensure_site(key: SpinKey) {
+fn ensure_site(ctx: &ProbeContext, key: SpinKey) {
     if let Some(site) = SPIN_SITES.get_ptr_mut(&key) {
         let site = unsafe { &mut *site };
         if site.name[0] == 0
@@ -102,6 +106,10 @@ fn ensure_site(key: SpinKey) {
     if let Err(e) = SPIN_SITES.insert(&key, v, 1) {
         if e != -17 {
             bump_diag(diag::SPIN_SITES_FULL);
+            warn!(
+                ctx,
+                "pgpreempt: spinlock site map full, a new site is not counted"
+            );
         }
     }
 }

@@ -199,14 +199,14 @@ pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
         if PER_PROCESS.load() != 0 {
             add_process(ctx, tgid);
         }
-        refresh_group(ts);
+        refresh_group(ctx, ts);
         if ts.pending_wakeup_ns != 0 {
             let d = ts.pending_wakeup_ns;
             ts.pending_wakeup_ns = 0;
             Sink::of(ts).wakeup(d);
         }
     } else {
-        refresh_group(ts);
+        refresh_group(ctx, ts);
     }
     true
 }
@@ -235,7 +235,7 @@ fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
 /// otherwise). A process the agent does not know yet is announced once per
 /// task, and counted in the unassigned group until the agent classifies it.
 #[inline(always)]
-fn refresh_group(ts: &mut TaskState) {
+fn refresh_group<C: EbpfContext>(ctx: &C, ts: &mut TaskState) {
     let generation = match GENERATION.get(0) {
         Some(g) => *g,
         None => 0,
@@ -260,6 +260,10 @@ fn refresh_group(ts: &mut TaskState) {
             .is_err()
         {
             bump_diag(diag::EVENTS_LOST);
+            warn!(
+                ctx,
+                "pgpreempt: process event ring full, new process {} not sent", ts.tgid
+            );
         }
     }
 }

@@ -21,13 +21,19 @@ use crate::{
     uprobes::Uprobes,
 };
 
+/// How long a spinlock site may stay without a readable name before it is
+/// shown as `site="unknown"` (its process and every peer exited).
+pub const UNNAMED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub struct Agent {
     probes: Probes,
     uprobes: Option<Uprobes>,
     /// Behind a mutex so that reads (`&self`) can admit new site labels.
     site_labels: std::sync::Mutex<SiteLabels>,
-    /// Site names resolved so far.
+    /// Site names resolved so far (fixed once set).
     site_names: std::sync::Mutex<HashMap<SpinKey, String>>,
+    /// When each site still without a name was first seen.
+    site_first_seen: std::sync::Mutex<HashMap<SpinKey, std::time::Instant>>,
     maps: Maps,
     events: RingBuf<MapData>,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
@@ -119,6 +125,7 @@ impl Agent {
             uprobes: cfg.uprobes.then(Uprobes::default),
             site_labels: std::sync::Mutex::new(SiteLabels::default()),
             site_names: std::sync::Mutex::new(HashMap::new()),
+            site_first_seen: std::sync::Mutex::new(HashMap::new()),
             maps,
             events,
             logger,
@@ -150,6 +157,11 @@ impl Agent {
         if let Some(l) = self.logger.as_mut() {
             l.flush();
         }
+        // A fresh backend is classified while it still shows the postmaster's
+        // command line: re-read such titles at every poll, not once a second.
+        if self.tracker.has_unsettled() {
+            self.tracker.refresh(&mut self.maps, false);
+        }
         self.attach_new_binaries();
     }
 
@@ -173,20 +185,28 @@ impl Agent {
                 continue;
             };
             let per_cpu: Vec<SpinStats> = v.iter().copied().collect();
+            // A site keeps the first name it is shown under, so its series
+            // never moves: an unnamed site is held back until its name is
+            // read, or shown as "unknown" for good after UNNAMED_GRACE.
             let name = match names.get(&key) {
                 Some(n) => n.clone(),
                 None => {
                     let found = crate::spin_sites::site_name(per_cpu.iter())
                         .or_else(|| self.read_site_name(&key));
+                    let first_seen = *self
+                        .site_first_seen
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(key)
+                        .or_insert_with(std::time::Instant::now);
                     match found {
-                        Some(n) => {
-                            names.insert(key, n.clone());
-                            n
-                        }
-                        None => "unknown".into(),
+                        Some(n) => n,
+                        None if first_seen.elapsed() >= UNNAMED_GRACE => "unknown".into(),
+                        None => continue,
                     }
                 }
             };
+            names.insert(key, name.clone());
             let cluster = self
                 .tracker
                 .groups

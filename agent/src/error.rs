@@ -9,7 +9,7 @@ pub enum AgentError {
     TracefsMissing(PathBuf),
 
     #[error(
-        "missing privileges: pgpreempt needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (run it as root or grant those capabilities){0}"
+        "missing privileges: pgpreempt needs CAP_BPF and CAP_PERFMON, and CAP_SYS_PTRACE to read PostgreSQL's /proc entries (run it as root or grant those capabilities){0}"
     )]
     MissingPrivileges(String),
 

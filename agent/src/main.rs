@@ -56,7 +56,7 @@ struct RunArgs {
 #[derive(clap::Args)]
 struct SelectArgs {
     /// Trace tasks with this comm (repeatable; replaces the default postgres, postmaster).
-    #[arg(long = "comm", value_name = "NAME")]
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
     comms: Vec<String>,
     /// Trace only this process and its threads (repeatable).
     #[arg(long = "pid", value_name = "PID")]
@@ -70,18 +70,22 @@ impl SelectArgs {
         } else {
             cfg.comms = DEFAULT_COMMS.iter().map(|s| s.to_string()).collect();
         }
-        for c in &cfg.comms {
-            if c.is_empty() || c.len() > 15 {
-                anyhow::bail!(
-                    "--comm {c:?}: a comm is 1 to 15 bytes (the kernel truncates longer names)"
-                );
-            }
-        }
         if cfg.comms.len() > agent_common::config::MAX_COMMS {
             anyhow::bail!("--comm: at most {} names", agent_common::config::MAX_COMMS);
         }
         cfg.pids = self.pids;
         Ok(())
+    }
+}
+
+/// A comm as the kernel keeps it: 1 to 15 bytes.
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 15 {
+        Err(format!(
+            "{s:?}: a comm is 1 to 15 bytes (the kernel truncates longer names)"
+        ))
+    } else {
+        Ok(s.to_string())
     }
 }
 

@@ -68,6 +68,8 @@ pub struct Probes {
     pub attached: Vec<&'static str>,
     /// Holds BPF_ENABLE_STATS on while the agent runs (`--bpf-stats`).
     _stats: Option<OwnedFd>,
+    /// The tracefs root the layout was read from.
+    tracefs: std::path::PathBuf,
 }
 
 impl Probes {
@@ -129,6 +131,7 @@ impl Probes {
             ebpf,
             attached: Vec::new(),
             _stats: stats,
+            tracefs: root,
         })
     }
 
@@ -142,13 +145,7 @@ impl Probes {
                 .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?
                 .try_into()
                 .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
-            if !required
-                && !std::path::Path::new(tracefs::DEFAULT_TRACEFS)
-                    .join("events")
-                    .join(category)
-                    .join(tp)
-                    .exists()
-            {
+            if !required && !self.tracefs.join("events").join(category).join(tp).exists() {
                 log::debug!("tracepoint {category}/{tp} not on this kernel; {name} not attached");
                 continue;
             }

@@ -195,7 +195,9 @@ pub fn layout(root: &Path) -> Result<(TracepointLayout, Available), AgentError> 
         wakeup_pid: wk.offset("sched_wakeup", "pid", 4)?,
         wakeup_new_comm: wn.offset("sched_wakeup_new", "comm", 16)?,
         wakeup_new_pid: wn.offset("sched_wakeup_new", "pid", 4)?,
-        exit_group_dead: ex.offset("sched_process_exit", "group_dead", 1)?,
+        // group_dead is recent (Linux 6.16); 0: the programs use "the
+        // leader exited" instead.
+        exit_group_dead: ex.fields.get("group_dead").map_or(0, |&(off, _)| off),
         futex_uaddr: fe.offset("sys_enter_futex", "uaddr", 8)?,
         futex_op: fe.offset("sys_enter_futex", "op", 8)?,
         futex_wait_uaddr: opt(&fwait, "sys_enter_futex_wait", "uaddr")?,

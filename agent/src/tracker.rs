@@ -201,6 +201,14 @@ impl Tracker {
         }
     }
 
+    /// True if some live process's title was not settled yet (a fresh fork
+    /// still showing the postmaster's command line).
+    pub fn has_unsettled(&self) -> bool {
+        self.procs
+            .values()
+            .any(|t| t.exited_at.is_none() && !t.class.settled)
+    }
+
     /// Live processes per label set, for `pgpreempt_tracked_processes`.
     pub fn tracked_by_labels(&self) -> Vec<(Labels, u64)> {
         let mut m: HashMap<Labels, u64> = HashMap::new();

@@ -14,6 +14,7 @@ const PROGRAMS: [&str; 2] = ["s_lock_enter", "s_lock_return"];
 
 #[derive(Default)]
 pub struct Uprobes {
+    /// Both programs are loaded into the kernel (once, before any attach).
     loaded: bool,
     /// Binaries tried, by (device, inode): attached or failed.
     seen: HashSet<(u64, u64)>,
@@ -22,11 +23,18 @@ pub struct Uprobes {
 }
 
 impl Uprobes {
-    /// Attaches to the executable of `pid` unless its binary was seen.
+    /// Attaches to the executable of `pid` unless its binary was seen. A
+    /// binary that cannot be probed is reported once and counted.
     pub fn ensure(&mut self, ebpf: &mut Ebpf, pid: u32) {
         let exe = format!("/proc/{pid}/exe");
-        let Ok(meta) = std::fs::metadata(&exe) else {
-            return;
+        let meta = match std::fs::metadata(&exe) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return, // exited meanwhile
+            Err(e) => {
+                self.errors += 1;
+                log::warn!("cannot read {exe}: {e}; spin metrics for pid {pid} are missing");
+                return;
+            }
         };
         if !self.seen.insert((meta.dev(), meta.ino())) {
             return;
@@ -46,20 +54,33 @@ impl Uprobes {
         }
     }
 
+    fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut UProbe, String> {
+        ebpf.program_mut(name)
+            .ok_or_else(|| format!("program {name} missing"))?
+            .try_into()
+            .map_err(|e: ProgramError| e.to_string())
+    }
+
+    /// Attaches both probes, or neither: an entry probe without its return
+    /// probe would leave tasks marked as spinning forever.
     fn attach(&mut self, ebpf: &mut Ebpf, target: &str) -> Result<(), String> {
-        for name in PROGRAMS {
-            let prog: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("program {name} missing"))?
-                .try_into()
-                .map_err(|e: ProgramError| e.to_string())?;
-            if !self.loaded {
-                prog.load().map_err(|e| format!("loading {name}: {e}"))?;
+        if !self.loaded {
+            for name in PROGRAMS {
+                Self::program(ebpf, name)?
+                    .load()
+                    .map_err(|e| format!("loading {name}: {e}"))?;
             }
-            prog.attach(SYMBOL, target, UProbeScope::AllProcesses)
-                .map_err(|e| format!("{e}"))?;
+            self.loaded = true;
         }
-        self.loaded = true;
+        let [enter, ret] = PROGRAMS;
+        let link = Self::program(ebpf, enter)?
+            .attach(SYMBOL, target, UProbeScope::AllProcesses)
+            .map_err(|e| format!("{e}"))?;
+        if let Err(e) = Self::program(ebpf, ret)?.attach(SYMBOL, target, UProbeScope::AllProcesses)
+        {
+            let _ = Self::program(ebpf, enter)?.detach(link);
+            return Err(format!("{e}"));
+        }
         Ok(())
     }
 }

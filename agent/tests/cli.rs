@@ -12,10 +12,11 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpreempt");
 
+/// Our programs loaded right now (tracepoints and the s_lock uprobes).
 fn ours() -> usize {
     common::loaded_tracing_programs()
         .iter()
-        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e"))
+        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
         .count()
 }
 
@@ -72,6 +73,11 @@ fn unknown_flags_are_one_line_errors() {
     assert!(err.contains("not-an-address"), "{err}");
     let err = run_fails(&["run", "--comm", "a-name-longer-than-15"]);
     assert!(err.contains("1 to 15 bytes"), "{err}");
+    let out = Command::new(BIN)
+        .args(["run", "--comm", "a-name-longer-than-15"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a bad flag value exits 2");
 }
 
 #[test]

@@ -25,6 +25,12 @@ struct Board {
     cs_run_delay_ns: u64,
     cs_nivcsw: u64,
     waits: [u64; WAITERS],
+    /// Each waiter's wait per round, as the waiter measured it, and the
+    /// holder's critical section (CLOCK_MONOTONIC ns).
+    wait_start: [[u64; ROUNDS as usize]; WAITERS],
+    wait_end: [[u64; ROUNDS as usize]; WAITERS],
+    cs_start: [u64; ROUNDS as usize],
+    cs_end: [u64; ROUNDS as usize],
 }
 
 struct Run {
@@ -67,12 +73,14 @@ fn run(with_hog: bool) -> Run {
                 board
                     .waiting
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                board.wait_start[w][round as usize] = common::workload::now_ns();
                 while unsafe { std::ptr::read_volatile(&board.word) } == round {
                     let r = futex_wait(&mut board.word, round);
                     if r == 0 || errno() != libc::EAGAIN {
                         board.waits[w] += 1;
                     }
                 }
+                board.wait_end[w][round as usize] = common::workload::now_ns();
             }
         }));
     }
@@ -92,9 +100,11 @@ fn run(with_hog: bool) -> Run {
             }
             sleep_ns(5_000_000);
             // The critical section: CPU work, preempted by the hog.
+            board.cs_start[round as usize] = common::workload::now_ns();
             let (d0, n0) = (own_run_delay_ns(), own_nivcsw());
             burn_cpu(CS_CPU_NS);
             let (d1, n1) = (own_run_delay_ns(), own_nivcsw());
+            board.cs_end[round as usize] = common::workload::now_ns();
             board.cs_run_delay_ns += d1 - d0;
             board.cs_nivcsw += n1 - n0;
             // Release: wake every waiter.
@@ -126,6 +136,24 @@ fn run(with_hog: bool) -> Run {
         );
     }
     let board = board.get();
+    // The waiters' own measurements: every wait covered its round's critical
+    // section (so each waiter's truth is the holder's run-queue wait there),
+    // and no waiter can have been delayed longer than it waited.
+    for (w, delay) in waiter_delay_ns.iter().enumerate() {
+        let mut waited = 0;
+        for r in 0..ROUNDS as usize {
+            assert!(
+                board.wait_start[w][r] <= board.cs_start[r]
+                    && board.wait_end[w][r] >= board.cs_end[r],
+                "waiter {w} round {r}: its wait did not cover the critical section"
+            );
+            waited += board.wait_end[w][r] - board.wait_start[w][r];
+        }
+        assert!(
+            *delay <= waited,
+            "waiter {w}: delay {delay} ns exceeds its {waited} ns of waiting"
+        );
+    }
     Run {
         holder_preemptions: hc.v[counter::HOLDER_PREEMPTIONS],
         holder_preempted_ns: hc.v[counter::HOLDER_PREEMPTED_NS],

@@ -10,7 +10,10 @@ use agent_common::stats::counter;
 use common::postgres::Cluster;
 use pgpreempt::{agent::Agent, config::Config};
 
-const CLIENTS: usize = 8;
+/// Clients well above the CPU count, so backends preempt each other.
+fn clients() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
 
 fn backends(pg: &Cluster) -> Vec<u32> {
     let out = pg
@@ -21,7 +24,7 @@ fn backends(pg: &Cluster) -> Vec<u32> {
 fn all_blocked(pg: &Cluster) {
     pg.wait_for(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
-        |n| n == CLIENTS.to_string(),
+        |n| n == clients().to_string(),
         "every pgbench backend to wait on the test's lock",
     );
 }
@@ -38,7 +41,7 @@ fn backends_match_the_kernel_under_pgbench() {
         .pgbench()
         .args([
             "-c",
-            &CLIENTS.to_string(),
+            &clients().to_string(),
             "-j",
             "2",
             "-T",
@@ -53,14 +56,14 @@ fn backends_match_the_kernel_under_pgbench() {
     // client is connected and running.
     pg.wait_for(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'",
-        |n| n.parse::<usize>().unwrap_or(0) >= CLIENTS / 2,
+        |n| n.parse::<usize>().unwrap_or(0) >= clients() / 2,
         "pgbench clients to run",
     );
     let mut lock = pg.session();
     lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
     all_blocked(&pg);
     let pids = backends(&pg);
-    assert_eq!(pids.len(), CLIENTS);
+    assert_eq!(pids.len(), clients());
     agent.refresh();
     for &p in &pids {
         let labels = agent.labels_of(p).expect("backend tracked");
@@ -94,6 +97,9 @@ fn backends_match_the_kernel_under_pgbench() {
             })
             .collect()
     };
+    // The Lock wait event is set just before the semaphore sleep: wait for
+    // the sleep itself, as at the closing edge.
+    common::wait_asleep(&pids);
     let before = read(&agent);
     lock.send("COMMIT;");
     std::thread::sleep(Duration::from_secs(6));
@@ -186,8 +192,15 @@ fn lock_holder_preemption_and_spinlock_sites_under_pgbench() {
     // Clients well above the CPU count: lock holders get preempted.
     run_polling(
         &mut agent,
-        pg.pgbench()
-            .args(["-c", "16", "-j", "2", "-T", "8", "postgres"]),
+        pg.pgbench().args([
+            "-c",
+            &clients().to_string(),
+            "-j",
+            "2",
+            "-T",
+            "8",
+            "postgres",
+        ]),
     );
     let holder = group_counter(
         &agent,
@@ -206,11 +219,19 @@ fn lock_holder_preemption_and_spinlock_sites_under_pgbench() {
     );
     assert!(delay > 0, "no waiter delay among client backends");
 
-    // Select-only with 32 clients: contended spinlocks, named by site.
+    // Select-only with 16 clients per CPU: contended spinlocks, named by site.
     run_polling(
         &mut agent,
-        pg.pgbench()
-            .args(["-S", "-c", "32", "-j", "2", "-T", "10", "postgres"]),
+        pg.pgbench().args([
+            "-S",
+            "-c",
+            &(clients() * 4).to_string(),
+            "-j",
+            "2",
+            "-T",
+            "10",
+            "postgres",
+        ]),
     );
     let sites = agent.spin_sites();
     let ours: Vec<_> = sites.iter().filter(|s| s.cluster == cluster).collect();

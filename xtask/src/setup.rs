@@ -12,8 +12,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libpolly-22-dev", "/usr/lib/llvm-22/lib/libPolly.a"),
     ("libzstd-dev", "/usr/include/zstd.h"),
     ("zlib1g-dev", "/usr/include/zlib.h"),
-    // postgresql-15 carries postgres, pg_ctl, initdb and pgbench.
-    ("postgresql", "/usr/lib/postgresql/15/bin/pgbench"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("prometheus", "/usr/bin/promtool"),
     ("tmux", "/usr/bin/tmux"),
@@ -39,11 +37,16 @@ pub fn run() -> Result<()> {
 }
 
 fn apt() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    let mut missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, f)| !Path::new(f).exists())
         .map(|(p, _)| *p)
         .collect();
+    // Any installed major version will do (postgresql-N carries postgres,
+    // pg_ctl, initdb and pgbench).
+    if !postgres_installed() {
+        missing.push("postgresql");
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -58,9 +61,17 @@ fn apt() -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .map_err(|e| anyhow::anyhow!("{e}\ninstall them by hand with:\n  {cmd}"))?;
-    // The prometheus package may start a server; the tests start their own.
-    let _ = Command::new("pkill").args(["-x", "prometheus"]).status();
     Ok(())
+}
+
+fn postgres_installed() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok()).any(|e| {
+                e.path().join("bin/pgbench").exists() && e.path().join("bin/postgres").exists()
+            })
+        })
+        .unwrap_or(false)
 }
 
 fn rust_src() -> Result<()> {
