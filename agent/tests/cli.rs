@@ -184,7 +184,7 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
             assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
         if sig == libc::SIGTERM {
-            promtool_check(&body);
+            common::promtool_check(&body);
         }
         unsafe { libc::kill(child.0.id() as i32, sig) };
         let t = Instant::now();
@@ -199,25 +199,4 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
     }
     common::workload::kill(sleeper);
     common::workload::reap(&[sleeper]);
-}
-
-fn promtool_check(body: &str) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus) is needed: run `cargo xtask setup`");
-    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}"
-    );
 }

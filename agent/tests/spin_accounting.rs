@@ -171,3 +171,67 @@ fn no_uprobes_means_no_spin_metrics() {
         .iter()
         .any(|n| n.starts_with("s_lock")));
 }
+
+#[test]
+fn spinners_preempted_inside_s_lock_are_counted() {
+    common::require_root();
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-spinner".into()],
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let hog = fork_child(move || {
+        set_comm(b"pgpt-hog");
+        common::workload::pin_to_cpu(cpu);
+        spin_for(60_000_000_000);
+    });
+    let gate = Gate::new();
+    let truth: Shared<std::sync::atomic::AtomicU64> = Shared::new();
+    let t = truth.ptr as usize;
+    let spinner = fork_child(move || {
+        unsafe { libc::close(gate.w) };
+        set_comm(b"pgpt-spinner");
+        common::workload::pin_to_cpu(cpu);
+        if !gate.pass() {
+            return;
+        }
+        let truth = unsafe { &*(t as *const std::sync::atomic::AtomicU64) };
+        for _ in 0..20 {
+            let mut d = 4_000_000u64;
+            let n0 = common::workload::own_nivcsw();
+            unsafe {
+                s_lock(
+                    &mut d,
+                    c"s_lock.c".as_ptr(),
+                    0,
+                    c"StrategyGetBuffer".as_ptr(),
+                )
+            };
+            let n1 = common::workload::own_nivcsw();
+            truth.fetch_add(n1 - n0, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    common::wait_asleep(&[spinner]);
+    agent.refresh();
+    gate.release(1);
+    reap(&[spinner]);
+    common::workload::kill(hog);
+    reap(&[hog]);
+    gate.close();
+    agent.refresh();
+    let got = agent.process_counters(spinner).unwrap().v[counter::SPINNER_PREEMPTIONS];
+    let want = truth.get().load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("spinner preemptions: agent {got}, spinner's own count {want}");
+    assert!(want > 0, "the hog never preempted the spinner: no test");
+    // The spinner's count brackets the call (its /proc reads, the probe
+    // trap); the probes sit just inside it, so a preemption at the very edge
+    // is the spinner's alone.
+    common::assert_close("spinner preemptions", got as f64, want as f64, 10.0, 2.0);
+    assert!(
+        got <= want,
+        "the agent saw more spinner preemptions ({got}) than there were ({want})"
+    );
+    // The exposition with spin sites passes promtool.
+    common::promtool_check(&pgpreempt::exposition::render(&agent.snapshot(), "test"));
+}
