@@ -9,6 +9,8 @@
 #[cfg(target_arch = "bpf")]
 mod account;
 #[cfg(target_arch = "bpf")]
+mod floor;
+#[cfg(target_arch = "bpf")]
 mod futex;
 #[cfg(target_arch = "bpf")]
 mod lock_holder;

@@ -97,6 +97,10 @@ pub static SPIN_SCRATCH: PerCpuArray<SpinStats> = PerCpuArray::with_max_entries(
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// The benchmark floor's counter (floor.rs).
+#[map]
+pub static FLOOR_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Health counters (see `agent_common::stats::diag`).
 #[map]
 pub static DIAG: PerCpuArray<u64> = PerCpuArray::with_max_entries(diag::NUM as u32, 0);

@@ -65,3 +65,25 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
     drop(agent);
     result
 }
+
+/// `pgpreempt floor`: only the floor program, until SIGINT or SIGTERM.
+pub fn floor() -> anyhow::Result<()> {
+    let mut probes = crate::probes::Probes::load(&Config::default())?;
+    probes.attach_one("floor_sched_switch", "sched", "sched_switch")?;
+    log::info!("benchmark floor attached to sched/sched_switch");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            _ = sigint.recv() => {}
+            _ = sigterm.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    drop(probes);
+    Ok(())
+}

@@ -29,6 +29,10 @@ struct Cli {
 enum Command {
     /// Run the exporter: trace PostgreSQL processes and serve Prometheus metrics.
     Run(RunArgs),
+    /// The benchmark floor: a sched_switch program that only counts, until
+    /// SIGINT or SIGTERM (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    Floor,
 }
 
 #[derive(clap::Args)]
@@ -139,5 +143,6 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             a.select.apply(&mut cfg)?;
             daemon::run(cfg, a.listen)
         }
+        Command::Floor => daemon::floor(),
     }
 }

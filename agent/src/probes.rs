@@ -135,6 +135,28 @@ impl Probes {
         })
     }
 
+    /// Loads and attaches one program alone (the benchmark floor).
+    pub fn attach_one(
+        &mut self,
+        name: &'static str,
+        category: &str,
+        tp: &str,
+    ) -> Result<(), AgentError> {
+        let prog: &mut TracePoint = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?
+            .try_into()
+            .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+        prog.load().map_err(|e| load_error(name, e))?;
+        prog.attach(category, tp).map_err(|e| AgentError::Attach {
+            program: format!("{name} to {category}/{tp}"),
+            detail: format!("{e:#}"),
+        })?;
+        self.attached.push(name);
+        Ok(())
+    }
+
     /// Loads into the kernel and attaches every program whose tracepoint
     /// exists. On error, whatever was attached is detached when `self` drops.
     pub fn attach(&mut self) -> Result<(), AgentError> {

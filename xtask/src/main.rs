@@ -1,4 +1,5 @@
 //! `cargo xtask`: setup, test and demo for pgpreempt.
+mod bench;
 mod cost;
 mod demo;
 mod pg;
@@ -25,6 +26,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Overhead benchmarks, side by side with a floor program and a bpftrace
+    /// peer; writes BENCHMARKS.md.
+    Bench {
+        /// A short run (under 3 minutes) with fewer rounds.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Each kernel program's mean cost (ns per run) from the kernel's BPF statistics.
     Cost,
     /// Show the main job: a scratch PostgreSQL under pgbench, traced for ~20 s.
@@ -40,6 +48,7 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Setup => setup::run(),
         Cmd::Test { args } => setup::run().and_then(|()| test::run(&args)),
+        Cmd::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
         Cmd::Cost => setup::run().and_then(|()| cost::run()),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };

@@ -1,0 +1,508 @@
+//! `cargo xtask bench`: what the agent costs, measured side by side in one
+//! run (these machines are shared and noisy, so only ratios from interleaved
+//! rounds are reported). Writes BENCHMARKS.md and prints the same tables.
+use std::{
+    fmt::Write as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    demo::{free_port, parse, scrape, wait_up},
+    pg::Scratch,
+    root, sh,
+};
+
+/// The peer: a bpftrace runqlat-style script (the issue's, verbatim).
+const PEER: &str = include_str!("../bench/runqlat-peer.bt");
+
+struct Plan {
+    rounds: usize,
+    pipe_loops: u32,
+    pairs: usize,
+    pair_secs: u32,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Kills a helper process on every exit path (SIGTERM, then wait).
+struct Bg(Child);
+impl Drop for Bg {
+    fn drop(&mut self) {
+        unsafe { kill(self.0.id() as i32, 15) };
+        let _ = self.0.wait();
+    }
+}
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn bin() -> std::path::PathBuf {
+    root().join("target/release/pgpreempt")
+}
+
+fn agent(extra: &[&str]) -> Result<(Bg, u16)> {
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["run", "--log-level", "warn", "--listen", &listen];
+    args.extend_from_slice(extra);
+    let a = Bg(Command::new(bin())
+        .args(&args)
+        .spawn()
+        .context("starting pgpreempt")?);
+    wait_up(port)?;
+    Ok((a, port))
+}
+
+/// One `perf bench sched pipe` on CPU 0: µs per operation.
+fn pipe(loops: u32) -> Result<f64> {
+    let out = Command::new("taskset")
+        .args([
+            "-c",
+            "0",
+            "perf",
+            "bench",
+            "sched",
+            "pipe",
+            "-l",
+            &loops.to_string(),
+        ])
+        .output()
+        .context("running perf bench (Debian package linux-perf)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("usecs/op"))
+        .context("perf bench printed no usecs/op")?;
+    Ok(line.split_whitespace().next().unwrap_or("nan").parse()?)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Cfg {
+    Baseline,
+    Agent,
+    AgentTraced,
+    Floor,
+    Peer,
+}
+
+impl Cfg {
+    const ALL: [Cfg; 5] = [
+        Cfg::Baseline,
+        Cfg::Agent,
+        Cfg::AgentTraced,
+        Cfg::Floor,
+        Cfg::Peer,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Cfg::Baseline => "no agent",
+            Cfg::Agent => "pgpreempt (default)",
+            Cfg::AgentTraced => "pgpreempt, ping-pong traced (--comm sched-pipe)",
+            Cfg::Floor => "floor: one program counting sched_switch",
+            Cfg::Peer => "peer: bpftrace runqlat-style script",
+        }
+    }
+    /// Starts what this configuration runs beside the benchmark.
+    fn start(self) -> Result<Option<Bg>> {
+        Ok(match self {
+            Cfg::Baseline => None,
+            Cfg::Agent | Cfg::AgentTraced => {
+                let extra: &[&str] = if self == Cfg::AgentTraced {
+                    &["--comm", "sched-pipe"]
+                } else {
+                    &[]
+                };
+                Some(agent(extra)?.0)
+            }
+            Cfg::Floor => {
+                let c = Command::new(bin())
+                    .args(["floor", "--log-level", "warn"])
+                    .spawn()?;
+                std::thread::sleep(Duration::from_millis(800));
+                Some(Bg(c))
+            }
+            Cfg::Peer => {
+                let c = Command::new("bpftrace")
+                    .args(["-e", PEER])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting bpftrace (Debian package bpftrace)")?;
+                std::thread::sleep(Duration::from_secs(4));
+                Some(Bg(c))
+            }
+        })
+    }
+}
+
+fn context_switches(plan: &Plan, out: &mut String) -> Result<Vec<(Cfg, f64)>> {
+    let mut us: Vec<Vec<f64>> = vec![Vec::new(); Cfg::ALL.len()];
+    for round in 0..plan.rounds {
+        eprintln!("bench: context-switch round {}/{}", round + 1, plan.rounds);
+        for (i, cfg) in Cfg::ALL.iter().enumerate() {
+            let _running = cfg.start()?;
+            us[i].push(pipe(plan.pipe_loops)?);
+        }
+    }
+    let base = median(&us[0]);
+    writeln!(
+        out,
+        "| configuration | µs/op (median of {}) | ratio to no agent | rounds |",
+        plan.rounds
+    )?;
+    writeln!(out, "|---|---|---|---|")?;
+    let mut ratios = Vec::new();
+    for (i, cfg) in Cfg::ALL.iter().enumerate() {
+        let m = median(&us[i]);
+        let rounds: Vec<String> = us[i].iter().map(|v| format!("{v:.2}")).collect();
+        writeln!(
+            out,
+            "| {} | {m:.2} | {:.3} | {} |",
+            cfg.name(),
+            m / base,
+            rounds.join(" ")
+        )?;
+        ratios.push((*cfg, m / base));
+    }
+    Ok(ratios)
+}
+
+fn pgbench_tps(pg: &Scratch, clients: usize, secs: u32) -> Result<f64> {
+    let out = pg
+        .pgbench()
+        .args([
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "postgres",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .context("pgbench printed no tps")?;
+    Ok(line[6..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("nan")
+        .parse()?)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let f: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / 100.0) // USER_HZ
+}
+
+fn vm_hwm_kib(pid: u32) -> Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("VmHWM")?;
+    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
+}
+
+struct Pg {
+    tps_ratio: f64,
+    spread: (f64, f64),
+    cpu_share: f64,
+    rss_mib: f64,
+}
+
+fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
+    let pg = Scratch::start()?;
+    sh(pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "4", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let clients = cpus * 4;
+    let (mut ratios, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0u64);
+    let mut rows = Vec::new();
+    for pair in 0..plan.pairs {
+        eprintln!("bench: pgbench pair {}/{}", pair + 1, plan.pairs);
+        // Alternate the order so that drift does not favour one side.
+        let with = |cpu: &mut Vec<f64>, rss: &mut u64| -> Result<f64> {
+            let (a, _) = agent(&[])?;
+            let pid = a.0.id();
+            let (c0, t0) = (cpu_secs(pid)?, Instant::now());
+            let tps = pgbench_tps(&pg, clients, plan.pair_secs)?;
+            cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
+            *rss = (*rss).max(vm_hwm_kib(pid)?);
+            Ok(tps)
+        };
+        let (without, with_agent) = if pair % 2 == 0 {
+            let w = pgbench_tps(&pg, clients, plan.pair_secs)?;
+            (w, with(&mut cpu, &mut rss)?)
+        } else {
+            let a = with(&mut cpu, &mut rss)?;
+            (pgbench_tps(&pg, clients, plan.pair_secs)?, a)
+        };
+        ratios.push(with_agent / without);
+        rows.push(format!(
+            "| {} | {without:.0} | {with_agent:.0} | {:.3} |",
+            pair + 1,
+            with_agent / without
+        ));
+    }
+    writeln!(out, "pgbench TPC-B-like, {clients} clients on {cpus} CPUs, {} pairs of {} s, agent with default settings (uprobes on):\n", plan.pairs, plan.pair_secs)?;
+    writeln!(
+        out,
+        "| pair | tps without | tps with | ratio |\n|---|---|---|---|"
+    )?;
+    for r in rows {
+        writeln!(out, "{r}")?;
+    }
+    let lo = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    writeln!(
+        out,
+        "\nmedian ratio {:.3}, spread {lo:.3} to {hi:.3}",
+        median(&ratios)
+    )?;
+    Ok(Pg {
+        tps_ratio: median(&ratios),
+        spread: (lo, hi),
+        cpu_share: median(&cpu),
+        rss_mib: rss as f64 / 1024.0,
+    })
+}
+
+/// Per-program cost and drops from one more pgbench run with BPF statistics.
+fn programs(plan: &Plan, out: &mut String) -> Result<f64> {
+    let pg = Scratch::start()?;
+    sh(pg
+        .pgbench()
+        .args(["-i", "-q", "-s", "4", "postgres"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null()))?;
+    let (_a, port) = agent(&["--bpf-stats"])?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    pgbench_tps(&pg, cpus * 4, plan.pair_secs)?;
+    let m = parse(&scrape(port)?);
+    writeln!(out, "| program | runs | ns/run |\n|---|---|---|")?;
+    for ((name, labels), runs) in &m {
+        if name != "pgpreempt_bpf_program_runs_total" || *runs == 0.0 {
+            continue;
+        }
+        let secs = m
+            .get(&(
+                "pgpreempt_bpf_program_run_seconds_total".into(),
+                labels.clone(),
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        let prog = labels
+            .trim_start_matches("program=\"")
+            .trim_end_matches('"');
+        writeln!(out, "| `{prog}` | {runs:.0} | {:.0} |", secs * 1e9 / runs)?;
+    }
+    let dropped: f64 = m
+        .iter()
+        .filter(|((n, _), _)| n == "pgpreempt_dropped_events_total")
+        .map(|(_, v)| v)
+        .sum();
+    writeln!(out, "\nevents or samples dropped: {dropped:.0}")?;
+    Ok(dropped)
+}
+
+/// Scrape time with 1,000 traced processes (synthetic: `sleep`).
+fn scrape_time(out: &mut String) -> Result<f64> {
+    const N: usize = 1000;
+    let mut sleepers: Vec<Bg> = Vec::with_capacity(N);
+    for _ in 0..N {
+        sleepers.push(Bg(Command::new("sleep").arg("600").spawn()?));
+    }
+    let (_a, port) = agent(&["--comm", "sleep"])?;
+    let t = Instant::now();
+    loop {
+        let m = parse(&scrape(port)?);
+        let tracked: f64 = m
+            .iter()
+            .filter(|((n, _), _)| n == "pgpreempt_tracked_processes")
+            .map(|(_, v)| v)
+            .sum();
+        if tracked >= N as f64 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            bail!("the agent tracked only {tracked} of {N} processes");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut ms = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        scrape(port)?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let m = median(&ms);
+    writeln!(
+        out,
+        "/metrics scrape with {N} traced processes: median {m:.2} ms of 20 scrapes"
+    )?;
+    Ok(m)
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let plan = if quick {
+        Plan {
+            rounds: 5,
+            pipe_loops: 20_000,
+            pairs: 2,
+            pair_secs: 5,
+        }
+    } else {
+        Plan {
+            rounds: 7,
+            pipe_loops: 100_000,
+            pairs: 5,
+            pair_secs: 20,
+        }
+    };
+    if crate::setup::which("bpftrace").is_none() {
+        bail!("bpftrace (the peer) is missing; install it with: apt-get install -y bpftrace");
+    }
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "pgpreempt"]))?;
+    let started = Instant::now();
+    let mut md = String::new();
+    let uname = |f: &str| {
+        String::from_utf8_lossy(
+            &Command::new("uname")
+                .arg(f)
+                .output()
+                .map(|o| o.stdout)
+                .unwrap_or_default(),
+        )
+        .trim()
+        .to_string()
+    };
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let date = String::from_utf8_lossy(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    writeln!(md, "# Benchmarks\n")?;
+    writeln!(md, "Produced by `cargo xtask bench{}` on {date}: {cpus} vCPUs ({cpu_model}), Linux {}. Every ratio comes from rounds interleaved in one run; the machine is shared, so compare ratios, not absolute numbers.\n", if quick { " --quick" } else { "" }, uname("-r"))?;
+
+    writeln!(md, "## Context-switch cost\n\n`taskset -c 0 perf bench sched pipe -l {}`, one round of every configuration after another.\n", plan.pipe_loops)?;
+    let ctx = context_switches(&plan, &mut md)?;
+    writeln!(md, "\n## PostgreSQL throughput\n")?;
+    let pg = postgres(&plan, &mut md)?;
+    writeln!(
+        md,
+        "\n## Per-program cost during pgbench (kernel BPF statistics, `run_time_ns / run_cnt`)\n"
+    )?;
+    let dropped = programs(&plan, &mut md)?;
+    writeln!(md, "\n## The daemon itself\n")?;
+    writeln!(md, "CPU (user + system) during the pgbench rounds with the agent: median {:.2}% of one core; peak RSS {:.1} MiB.", pg.cpu_share * 100.0, pg.rss_mib)?;
+    let scrape_ms = scrape_time(&mut md)?;
+    writeln!(md, "\n## At scale (16 cores)\n\nSkipped: no 16-core machine was lent to the session that produced this file.")?;
+
+    let ratio = |c: Cfg| {
+        ctx.iter()
+            .find(|(k, _)| *k == c)
+            .map(|(_, r)| *r)
+            .unwrap_or(f64::NAN)
+    };
+    let check = |ok: bool| if ok { "met" } else { "**missed**" };
+    writeln!(md, "\n## Targets\n\n| target | measured | |\n|---|---|---|")?;
+    writeln!(
+        md,
+        "| context switch, untraced tasks ≤ 1.15 | {:.3} | {} |",
+        ratio(Cfg::Agent),
+        check(ratio(Cfg::Agent) <= 1.15)
+    )?;
+    writeln!(
+        md,
+        "| context switch, traced tasks ≤ 1.25 | {:.3} | {} |",
+        ratio(Cfg::AgentTraced),
+        check(ratio(Cfg::AgentTraced) <= 1.25)
+    )?;
+    writeln!(md, "| (peer, for comparison) | {:.3} | |", ratio(Cfg::Peer))?;
+    writeln!(
+        md,
+        "| (floor, for comparison) | {:.3} | |",
+        ratio(Cfg::Floor)
+    )?;
+    writeln!(
+        md,
+        "| pgbench tps ≥ 0.99 of without | {:.3} ({:.3} to {:.3}) | {} |",
+        pg.tps_ratio,
+        pg.spread.0,
+        pg.spread.1,
+        check(pg.tps_ratio >= 0.99)
+    )?;
+    writeln!(
+        md,
+        "| daemon CPU < 1% of one core | {:.2}% | {} |",
+        pg.cpu_share * 100.0,
+        check(pg.cpu_share < 0.01)
+    )?;
+    writeln!(
+        md,
+        "| daemon RSS < 30 MiB | {:.1} MiB | {} |",
+        pg.rss_mib,
+        check(pg.rss_mib < 30.0)
+    )?;
+    writeln!(
+        md,
+        "| scrape < 20 ms with 1,000 processes | {scrape_ms:.2} ms | {} |",
+        check(scrape_ms < 20.0)
+    )?;
+    writeln!(
+        md,
+        "| no drops | {dropped:.0} | {} |",
+        check(dropped == 0.0)
+    )?;
+    writeln!(
+        md,
+        "\nTotal run time: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    )?;
+
+    let path = root().join("BENCHMARKS.md");
+    std::fs::write(&path, &md)?;
+    println!("{md}\n(written to {})", path.display());
+    Ok(())
+}
