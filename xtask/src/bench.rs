@@ -497,9 +497,10 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     writeln!(
         md,
-        "\nTotal run time: {:.0} s.",
+        "\nTotal run time: {:.0} s.\n",
         started.elapsed().as_secs_f64()
     )?;
+    md.push_str(include_str!("../bench/what-was-tried.md"));
 
     let path = root().join("BENCHMARKS.md");
     std::fs::write(&path, &md)?;
