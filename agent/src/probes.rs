@@ -135,7 +135,7 @@ impl Probes {
         })
     }
 
-    /// Loads and attaches one program alone (the benchmark floor).
+    /// Loads and attaches one program (alone: the benchmark floor).
     pub fn attach_one(
         &mut self,
         name: &'static str,
@@ -161,22 +161,11 @@ impl Probes {
     /// exists. On error, whatever was attached is detached when `self` drops.
     pub fn attach(&mut self) -> Result<(), AgentError> {
         for &(name, category, tp, required) in PROGRAMS {
-            let prog: &mut TracePoint = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?
-                .try_into()
-                .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
             if !required && !self.tracefs.join("events").join(category).join(tp).exists() {
                 log::debug!("tracepoint {category}/{tp} not on this kernel; {name} not attached");
                 continue;
             }
-            prog.load().map_err(|e| load_error(name, e))?;
-            prog.attach(category, tp).map_err(|e| AgentError::Attach {
-                program: format!("{name} to {category}/{tp}"),
-                detail: format!("{e:#}"),
-            })?;
-            self.attached.push(name);
+            self.attach_one(name, category, tp)?;
         }
         Ok(())
     }

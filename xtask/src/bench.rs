@@ -3,14 +3,15 @@
 //! rounds are reported). Writes BENCHMARKS.md and prints the same tables.
 use std::{
     fmt::Write as _,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    demo::{free_port, parse, scrape, wait_up},
+    demo::{parse, scrape},
+    measure::{agent, agent_bin, median, per_program, tps, Bg},
     pg::Scratch,
     root, sh,
 };
@@ -23,44 +24,6 @@ struct Plan {
     pipe_loops: u32,
     pairs: usize,
     pair_secs: u32,
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-/// Kills a helper process on every exit path (SIGTERM, then wait).
-struct Bg(Child);
-impl Drop for Bg {
-    fn drop(&mut self) {
-        unsafe { kill(self.0.id() as i32, 15) };
-        let _ = self.0.wait();
-    }
-}
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-fn bin() -> std::path::PathBuf {
-    root().join("target/release/pgpreempt")
-}
-
-fn agent(extra: &[&str]) -> Result<(Bg, u16)> {
-    let port = free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["run", "--log-level", "warn", "--listen", &listen];
-    args.extend_from_slice(extra);
-    let a = Bg(Command::new(bin())
-        .args(&args)
-        .spawn()
-        .context("starting pgpreempt")?);
-    wait_up(port)?;
-    Ok((a, port))
 }
 
 /// One `perf bench sched pipe` on CPU 0: µs per operation.
@@ -125,7 +88,7 @@ impl Cfg {
                 Some(agent(extra)?.0)
             }
             Cfg::Floor => {
-                let c = Command::new(bin())
+                let c = Command::new(agent_bin())
                     .args(["floor", "--log-level", "warn"])
                     .spawn()?;
                 std::thread::sleep(Duration::from_millis(800));
@@ -177,31 +140,6 @@ fn context_switches(plan: &Plan, out: &mut String) -> Result<Vec<(Cfg, f64)>> {
     Ok(ratios)
 }
 
-fn pgbench_tps(pg: &Scratch, clients: usize, secs: u32) -> Result<f64> {
-    let out = pg
-        .pgbench()
-        .args([
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-            "-T",
-            &secs.to_string(),
-            "postgres",
-        ])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("tps = "))
-        .context("pgbench printed no tps")?;
-    Ok(line[6..]
-        .split_whitespace()
-        .next()
-        .unwrap_or("nan")
-        .parse()?)
-}
-
 /// utime + stime of a process, in seconds.
 fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -248,17 +186,50 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
             let (a, _) = agent(&[])?;
             let pid = a.0.id();
             let (c0, t0) = (cpu_secs(pid)?, Instant::now());
-            let tps = pgbench_tps(&pg, clients, plan.pair_secs)?;
+            let tps = tps(
+                &pg,
+                &[
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    "2",
+                    "-T",
+                    &plan.pair_secs.to_string(),
+                ],
+            )?;
             cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
             *rss = (*rss).max(vm_hwm_kib(pid)?);
             Ok(tps)
         };
         let (without, with_agent) = if pair % 2 == 0 {
-            let w = pgbench_tps(&pg, clients, plan.pair_secs)?;
+            let w = tps(
+                &pg,
+                &[
+                    "-c",
+                    &clients.to_string(),
+                    "-j",
+                    "2",
+                    "-T",
+                    &plan.pair_secs.to_string(),
+                ],
+            )?;
             (w, with(&mut cpu, &mut rss)?)
         } else {
             let a = with(&mut cpu, &mut rss)?;
-            (pgbench_tps(&pg, clients, plan.pair_secs)?, a)
+            (
+                tps(
+                    &pg,
+                    &[
+                        "-c",
+                        &clients.to_string(),
+                        "-j",
+                        "2",
+                        "-T",
+                        &plan.pair_secs.to_string(),
+                    ],
+                )?,
+                a,
+            )
         };
         ratios.push(with_agent / without);
         rows.push(format!(
@@ -302,25 +273,22 @@ fn programs(plan: &Plan, out: &mut String) -> Result<f64> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    pgbench_tps(&pg, cpus * 4, plan.pair_secs)?;
-    let m = parse(&scrape(port)?);
+    tps(
+        &pg,
+        &[
+            "-c",
+            &(cpus * 4).to_string(),
+            "-j",
+            "2",
+            "-T",
+            &plan.pair_secs.to_string(),
+        ],
+    )?;
     writeln!(out, "| program | runs | ns/run |\n|---|---|---|")?;
-    for ((name, labels), runs) in &m {
-        if name != "pgpreempt_bpf_program_runs_total" || *runs == 0.0 {
-            continue;
-        }
-        let secs = m
-            .get(&(
-                "pgpreempt_bpf_program_run_seconds_total".into(),
-                labels.clone(),
-            ))
-            .copied()
-            .unwrap_or(0.0);
-        let prog = labels
-            .trim_start_matches("program=\"")
-            .trim_end_matches('"');
-        writeln!(out, "| `{prog}` | {runs:.0} | {:.0} |", secs * 1e9 / runs)?;
+    for (prog, runs, ns) in per_program(port)? {
+        writeln!(out, "| `{prog}` | {runs:.0} | {ns:.0} |")?;
     }
+    let m = parse(&scrape(port)?);
     let dropped: f64 = m
         .iter()
         .filter(|((n, _), _)| n == "pgpreempt_dropped_events_total")

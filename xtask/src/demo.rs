@@ -4,26 +4,13 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
 
-use crate::{pg::Scratch, root, sh};
-
-/// Kills the agent on every exit path (SIGTERM: it detaches itself).
-pub struct Agent(pub Child);
-impl Drop for Agent {
-    fn drop(&mut self) {
-        unsafe { libc_kill(self.0.id() as i32, 15) };
-        let _ = self.0.wait();
-    }
-}
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
+use crate::{measure::Bg, pg::Scratch, root, sh};
 
 pub fn scrape(port: u16) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
@@ -121,17 +108,15 @@ pub fn run(seconds: u32) -> Result<()> {
 
     let port = free_port()?;
     println!("== starting pgpreempt run --listen 127.0.0.1:{port}");
-    let agent = Agent(
-        Command::new(root.join("target/release/pgpreempt"))
-            .args([
-                "run",
-                "--bpf-stats",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .spawn()
-            .context("starting pgpreempt")?,
-    );
+    let agent = Bg(Command::new(root.join("target/release/pgpreempt"))
+        .args([
+            "run",
+            "--bpf-stats",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .spawn()
+        .context("starting pgpreempt")?);
     wait_up(port)?;
     let before = parse(&scrape(port)?);
 

@@ -2,6 +2,7 @@
 mod bench;
 mod cost;
 mod demo;
+mod measure;
 mod pg;
 mod setup;
 mod test;

@@ -1,0 +1,92 @@
+//! Shared by `demo`, `cost` and `bench`: running the agent beside a
+//! workload and reading what it and pgbench report.
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    demo::{free_port, parse, scrape, wait_up},
+    pg::Scratch,
+    root,
+};
+
+/// A helper process, stopped with SIGTERM (the agent then detaches itself)
+/// and reaped on every exit path.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        unsafe { kill(self.0.id() as i32, 15) };
+        let _ = self.0.wait();
+    }
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+pub fn agent_bin() -> std::path::PathBuf {
+    root().join("target/release/pgpreempt")
+}
+
+/// `pgpreempt run` on a free port with extra flags, once it serves metrics.
+pub fn agent(extra: &[&str]) -> Result<(Bg, u16)> {
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["run", "--log-level", "warn", "--listen", &listen];
+    args.extend_from_slice(extra);
+    let a = Bg(Command::new(agent_bin())
+        .args(&args)
+        .spawn()
+        .context("starting pgpreempt")?);
+    wait_up(port)?;
+    Ok((a, port))
+}
+
+/// Each program's (runs, ns per run) from a scrape of a `--bpf-stats` agent.
+pub fn per_program(port: u16) -> Result<Vec<(String, f64, f64)>> {
+    let m: BTreeMap<(String, String), f64> = parse(&scrape(port)?);
+    let mut out = Vec::new();
+    for ((name, labels), runs) in &m {
+        if name != "pgpreempt_bpf_program_runs_total" || *runs == 0.0 {
+            continue;
+        }
+        let secs = m
+            .get(&(
+                "pgpreempt_bpf_program_run_seconds_total".to_string(),
+                labels.clone(),
+            ))
+            .copied()
+            .unwrap_or(0.0);
+        let prog = labels
+            .trim_start_matches("program=\"")
+            .trim_end_matches('"')
+            .to_string();
+        out.push((prog, *runs, secs * 1e9 / runs));
+    }
+    Ok(out)
+}
+
+/// One pgbench run against the scratch cluster: its tps.
+pub fn tps(pg: &Scratch, args: &[&str]) -> Result<f64> {
+    let out = pg.pgbench().args(args).arg("postgres").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .context("pgbench printed no tps")?;
+    Ok(line[6..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("nan")
+        .parse()?)
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
