@@ -179,6 +179,8 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
     let clients = cpus * 4;
     let (mut ratios, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0u64);
     let mut rows = Vec::new();
+    let (c, secs) = (clients.to_string(), plan.pair_secs.to_string());
+    let run = || tps(&pg, &["-c", &c, "-j", "2", "-T", &secs]);
     for pair in 0..plan.pairs {
         eprintln!("bench: pgbench pair {}/{}", pair + 1, plan.pairs);
         // Alternate the order so that drift does not favour one side.
@@ -186,50 +188,17 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
             let (a, _) = agent(&[])?;
             let pid = a.0.id();
             let (c0, t0) = (cpu_secs(pid)?, Instant::now());
-            let tps = tps(
-                &pg,
-                &[
-                    "-c",
-                    &clients.to_string(),
-                    "-j",
-                    "2",
-                    "-T",
-                    &plan.pair_secs.to_string(),
-                ],
-            )?;
+            let tps = run()?;
             cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
             *rss = (*rss).max(vm_hwm_kib(pid)?);
             Ok(tps)
         };
         let (without, with_agent) = if pair % 2 == 0 {
-            let w = tps(
-                &pg,
-                &[
-                    "-c",
-                    &clients.to_string(),
-                    "-j",
-                    "2",
-                    "-T",
-                    &plan.pair_secs.to_string(),
-                ],
-            )?;
+            let w = run()?;
             (w, with(&mut cpu, &mut rss)?)
         } else {
             let a = with(&mut cpu, &mut rss)?;
-            (
-                tps(
-                    &pg,
-                    &[
-                        "-c",
-                        &clients.to_string(),
-                        "-j",
-                        "2",
-                        "-T",
-                        &plan.pair_secs.to_string(),
-                    ],
-                )?,
-                a,
-            )
+            (run()?, a)
         };
         ratios.push(with_agent / without);
         rows.push(format!(
@@ -470,7 +439,12 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     md.push_str(include_str!("../bench/what-was-tried.md"));
 
-    let path = root().join("BENCHMARKS.md");
+    // A quick run is too noisy for the record: it goes under target/.
+    let path = if quick {
+        root().join("target/BENCHMARKS.quick.md")
+    } else {
+        root().join("BENCHMARKS.md")
+    };
     std::fs::write(&path, &md)?;
     println!("{md}\n(written to {})", path.display());
     Ok(())
