@@ -168,11 +168,7 @@ struct Pg {
 
 fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
     let pg = Scratch::start()?;
-    sh(pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "4", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()))?;
+    pg.init_pgbench(4)?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -233,11 +229,7 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
 /// Per-program cost and drops from one more pgbench run with BPF statistics.
 fn programs(plan: &Plan, out: &mut String) -> Result<f64> {
     let pg = Scratch::start()?;
-    sh(pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "4", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()))?;
+    pg.init_pgbench(4)?;
     let (_a, port) = agent(&["--bpf-stats"])?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())

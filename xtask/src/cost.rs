@@ -56,11 +56,7 @@ pub fn run() -> Result<()> {
     );
 
     let pg = Scratch::start()?;
-    sh(pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "2", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()))?;
+    pg.init_pgbench(2)?;
     let mixed = with_agent(&[], || {
         tps(&pg, &["-c", "8", "-j", "2", "-T", "10"]).map(|_| ())
     })?;
@@ -79,11 +75,7 @@ pub fn run() -> Result<()> {
 fn throughput() -> Result<()> {
     const ROUNDS: usize = 3;
     let pg = Scratch::start_with(&["shared_buffers=2MB"])?;
-    sh(pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "2", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()))?;
+    pg.init_pgbench(2)?;
     let bench = || tps(&pg, &["-S", "-c", "32", "-j", "2", "-T", "8"]);
     let configs: [(&str, Option<&[&str]>); 3] = [
         ("no agent", None),

@@ -4,7 +4,7 @@ use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -100,11 +100,7 @@ pub fn run(seconds: u32) -> Result<()> {
 
     println!("== starting a scratch PostgreSQL cluster");
     let pg = Scratch::start()?;
-    sh(pg
-        .pgbench()
-        .args(["-i", "-q", "-s", "4", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null()))?;
+    pg.init_pgbench(4)?;
 
     let port = free_port()?;
     println!("== starting pgpreempt run --listen 127.0.0.1:{port}");

@@ -73,6 +73,15 @@ impl Scratch {
         Ok(s)
     }
 
+    /// `pgbench -i` at `scale`, quietly.
+    pub fn init_pgbench(&self, scale: u32) -> Result<()> {
+        sh(self
+            .pgbench()
+            .args(["-i", "-q", "-s", &scale.to_string(), "postgres"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()))
+    }
+
     /// pgbench against the scratch cluster.
     pub fn pgbench(&self) -> Command {
         let mut c = as_postgres(&self.bin, "pgbench");
