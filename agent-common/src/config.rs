@@ -47,12 +47,21 @@ impl CommFilter {
     /// True if the comm words (as read from the kernel) match one of the names.
     #[inline(always)]
     pub fn matches(&self, lo: u64, hi: u64) -> bool {
+        Self::matches_with(self.len, |i| self.words[i], lo, hi)
+    }
+
+    /// The matching loop, over names read through `word` (the kernel
+    /// programs read them with volatile loads from a load-time global), so
+    /// that the kernel runs the code these tests check.
+    #[inline(always)]
+    pub fn matches_with(len: u32, word: impl Fn(usize) -> [u64; 2], lo: u64, hi: u64) -> bool {
         let mut i = 0;
         while i < MAX_COMMS {
-            if i as u32 >= self.len {
+            if i as u32 >= len {
                 return false;
             }
-            if self.words[i][0] == lo && self.words[i][1] == hi {
+            let w = word(i);
+            if w[0] == lo && w[1] == hi {
                 return true;
             }
             i += 1;

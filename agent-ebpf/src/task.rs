@@ -143,18 +143,12 @@ pub fn ctx_comm_traced(ctx: &TracePointContext, offset: u32) -> bool {
 pub fn comm_matches(lo: u64, hi: u64) -> bool {
     let len = global_field!(COMMS, CommFilter, len);
     let p = core::ptr::addr_of!(COMMS) as *const CommFilter;
-    let mut i = 0;
-    while i < MAX_COMMS {
-        if i as u32 >= len {
-            return false;
-        }
-        let w = unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).words[i])) };
-        if w[0] == lo && w[1] == hi {
-            return true;
-        }
-        i += 1;
-    }
-    false
+    CommFilter::matches_with(
+        len,
+        |i| unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*p).words[i])) },
+        lo,
+        hi,
+    )
 }
 
 /// The state of `tid`, created if missing.

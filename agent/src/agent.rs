@@ -245,15 +245,6 @@ impl Agent {
             .map(|d| d.counters)
     }
 
-    /// Every live process's counters.
-    pub fn all_process_counters(&self) -> HashMap<u32, Counters> {
-        self.tracker
-            .procs
-            .keys()
-            .filter_map(|&tgid| Some((tgid, self.process_counters(tgid)?)))
-            .collect()
-    }
-
     /// One group's statistics, summed over CPUs.
     pub fn group_stats(&self, group: u32) -> Option<GroupStats> {
         let v = self.maps.group_stats.get(&group, 0).ok()?;

@@ -5,6 +5,9 @@ use std::collections::HashMap;
 
 use agent_common::{config::MAX_GROUPS, stats::UNASSIGNED_GROUP};
 
+// The kernel counts unclassified processes in group 0: `labels[0]` below.
+const _: () = assert!(UNASSIGNED_GROUP == 0);
+
 /// Label values of group 0 (processes not classified yet).
 pub const UNASSIGNED_CLUSTER: &str = "unattributed";
 
@@ -91,10 +94,6 @@ impl Groups {
     /// Every allocated group, with group 0 first.
     pub fn all(&self) -> impl Iterator<Item = (u32, &Labels)> {
         self.labels.iter().enumerate().map(|(i, l)| (i as u32, l))
-    }
-
-    pub fn unassigned() -> u32 {
-        UNASSIGNED_GROUP
     }
 }
 

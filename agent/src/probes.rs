@@ -77,7 +77,7 @@ impl Probes {
     pub fn load(cfg: &Config) -> Result<Probes, AgentError> {
         privileges::check()?;
         let root = tracefs::locate(cfg.tracefs.as_deref())?;
-        let (layout, _) = tracefs::layout(&root)?;
+        let layout = tracefs::layout(&root)?;
         let comms = CommFilter::new(cfg.comms.iter().map(|c| c.as_bytes()))
             .ok_or_else(|| AgentError::Config("--comm: at most 8 names of 1 to 15 bytes".into()))?;
         let pid_filter: u32 = u32::from(!cfg.pids.is_empty());

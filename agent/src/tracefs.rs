@@ -148,16 +148,8 @@ pub fn task_report_max(print_fmt: &str) -> Option<u32> {
     Some((mask + 1) << 1)
 }
 
-/// Which optional tracepoints this kernel has.
-#[derive(Debug, Clone, Default)]
-pub struct Available {
-    pub futex_wait: bool,
-    pub futex_wake: bool,
-    pub futex_waitv: bool,
-}
-
 /// Builds the layout the kernel programs use, from the live tracefs.
-pub fn layout(root: &Path) -> Result<(TracepointLayout, Available), AgentError> {
+pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
     let need = |cat: &str, name: &str| -> Result<Format, AgentError> {
         read_format(root, cat, name)?.ok_or_else(|| {
             AgentError::KernelUnsupported(format!(
@@ -212,12 +204,7 @@ pub fn layout(root: &Path) -> Result<(TracepointLayout, Available), AgentError> 
             "tracepoint field {field} at offset {off} is outside what pgpreempt reads"
         ))
     })?;
-    let avail = Available {
-        futex_wait: fwait.is_some(),
-        futex_wake: fwake.is_some(),
-        futex_waitv: fwaitv.is_some(),
-    };
-    Ok((l, avail))
+    Ok(l)
 }
 
 #[cfg(test)]

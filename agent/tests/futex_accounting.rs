@@ -6,7 +6,6 @@ use agent_common::stats::counter;
 use common::workload::{
     errno, fork_child, futex_wait, futex_wake, now_ns, reap, set_comm, sleep_ns, Shared,
 };
-use pgpreempt::{agent::Agent, config::Config};
 
 const WAITERS: usize = 3;
 const ROUNDS: u32 = 25;
@@ -26,11 +25,7 @@ struct Board {
 #[test]
 fn futex_wait_count_is_exact_and_time_within_two_percent() {
     common::require_root();
-    let mut agent = Agent::start(&Config {
-        comms: vec!["pgpt-futex".into()],
-        ..Config::default()
-    })
-    .expect("agent starts");
+    let mut agent = common::agent_for("pgpt-futex");
     let board: Shared<Board> = Shared::new();
     let b = board.ptr;
     let mut pids = Vec::new();

@@ -7,17 +7,10 @@ use agent_common::stats::counter;
 use common::workload::{fork_child, kill, pin_to_cpu, reap, set_comm, spin_for, Gate};
 use pgpreempt::{agent::Agent, config::Config};
 
-fn config(comm: &str) -> Config {
-    Config {
-        comms: vec![comm.into()],
-        ..Config::default()
-    }
-}
-
 #[test]
 fn involuntary_switches_and_run_queue_time_match_the_kernel() {
     common::require_root();
-    let mut agent = Agent::start(&config("pgpt-spin")).expect("agent starts");
+    let mut agent = common::agent_for("pgpt-spin");
     let gate = Gate::new();
     let done = Gate::new();
     // Three spinners pinned to one CPU preempt each other; each round they
@@ -101,7 +94,7 @@ fn involuntary_switches_and_run_queue_time_match_the_kernel() {
 #[test]
 fn exited_processes_keep_their_group_counts() {
     common::require_root();
-    let mut agent = Agent::start(&config("pgpt-exit")).expect("agent starts");
+    let mut agent = common::agent_for("pgpt-exit");
     let kids: Vec<u32> = (0..4)
         .map(|_| {
             fork_child(|| {
@@ -153,7 +146,7 @@ fn argv_area() -> (usize, usize) {
 #[test]
 fn a_process_whose_title_changes_moves_group_in_the_kernel() {
     common::require_root();
-    let mut agent = Agent::start(&config("pgpt-title")).expect("agent starts");
+    let mut agent = common::agent_for("pgpt-title");
     let (start, end) = argv_area();
     let title = b"postgres: alice bench [local] idle";
     assert!(

@@ -175,11 +175,7 @@ fn no_uprobes_means_no_spin_metrics() {
 #[test]
 fn spinners_preempted_inside_s_lock_are_counted() {
     common::require_root();
-    let mut agent = Agent::start(&Config {
-        comms: vec!["pgpt-spinner".into()],
-        ..Config::default()
-    })
-    .expect("agent starts");
+    let mut agent = common::agent_for("pgpt-spinner");
     let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
     let hog = fork_child(move || {
         set_comm(b"pgpt-hog");

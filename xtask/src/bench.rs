@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     demo::{parse, scrape},
-    measure::{agent, agent_bin, median, per_program, tps, Bg},
+    measure::{agent, agent_bin, median, per_program, sum, tps, Bg},
     pg::Scratch,
     root, sh,
 };
@@ -250,11 +250,7 @@ fn programs(plan: &Plan, out: &mut String) -> Result<f64> {
         writeln!(out, "| `{prog}` | {runs:.0} | {ns:.0} |")?;
     }
     let m = parse(&scrape(port)?);
-    let dropped: f64 = m
-        .iter()
-        .filter(|((n, _), _)| n == "pgpreempt_dropped_events_total")
-        .map(|(_, v)| v)
-        .sum();
+    let dropped: f64 = sum(&m, "pgpreempt_dropped_events_total");
     writeln!(out, "\nevents or samples dropped: {dropped:.0}")?;
     Ok(dropped)
 }
@@ -270,11 +266,7 @@ fn scrape_time(out: &mut String) -> Result<f64> {
     let t = Instant::now();
     loop {
         let m = parse(&scrape(port)?);
-        let tracked: f64 = m
-            .iter()
-            .filter(|((n, _), _)| n == "pgpreempt_tracked_processes")
-            .map(|(_, v)| v)
-            .sum();
+        let tracked: f64 = sum(&m, "pgpreempt_tracked_processes");
         if tracked >= N as f64 {
             break;
         }

@@ -85,6 +85,14 @@ pub fn tps(pg: &Scratch, args: &[&str]) -> Result<f64> {
         .parse()?)
 }
 
+/// The sum of every series of metric `name` in a parsed scrape.
+pub fn sum(m: &BTreeMap<(String, String), f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|((n, _), _)| n == name)
+        .map(|(_, v)| v)
+        .sum()
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));

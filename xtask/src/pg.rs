@@ -106,9 +106,12 @@ impl Drop for Scratch {
     }
 }
 
+/// The demo loads eBPF programs and starts PostgreSQL with runuser.
 pub fn require_root() -> Result<()> {
-    if !Path::new("/proc/self").exists() {
-        bail!("/proc is not mounted");
+    if !crate::setup::is_root() {
+        bail!(
+            "run this as root: it loads eBPF programs and starts PostgreSQL as the postgres user"
+        );
     }
     Ok(())
 }

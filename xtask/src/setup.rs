@@ -18,7 +18,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("linux-perf", "/usr/bin/perf"),
 ];
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc_geteuid() == 0 }
 }

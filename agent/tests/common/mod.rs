@@ -66,6 +66,16 @@ pub fn assert_close(what: &str, got: f64, want: f64, pct: f64, floor: f64) {
     );
 }
 
+/// An agent tracing tasks named `comm`, with the default settings (per-process
+/// counters and uprobes on).
+pub fn agent_for(comm: &str) -> pgpreempt::agent::Agent {
+    let cfg = pgpreempt::config::Config {
+        comms: vec![comm.into()],
+        ..Default::default()
+    };
+    pgpreempt::agent::Agent::start(&cfg).expect("agent starts")
+}
+
 pub fn require_root() {
     assert_eq!(
         unsafe { libc::geteuid() },

@@ -57,11 +57,17 @@ pub fn now_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
 }
 
-pub fn spin_for(ns: u64) {
-    let end = now_ns() + ns;
-    while now_ns() < end {
+/// Spins until `clock` has advanced by `ns`.
+fn spin_on(clock: fn() -> u64, ns: u64) {
+    let end = clock() + ns;
+    while clock() < end {
         std::hint::spin_loop();
     }
+}
+
+/// Spins for `ns` of wall time.
+pub fn spin_for(ns: u64) {
+    spin_on(now_ns, ns)
 }
 
 pub fn sleep_ns(ns: u64) {
@@ -202,10 +208,7 @@ pub fn thread_cpu_ns() -> u64 {
 /// Burns `ns` of this thread's own CPU time (longer in wall time when
 /// something else shares the CPU).
 pub fn burn_cpu(ns: u64) {
-    let end = thread_cpu_ns() + ns;
-    while thread_cpu_ns() < end {
-        std::hint::spin_loop();
-    }
+    spin_on(thread_cpu_ns, ns)
 }
 
 /// True if process `pid` is asleep (state S or D), read without allocating.
