@@ -108,21 +108,27 @@ mod tests {
     }
 }
 
-/// Where the kernel programs find each tracepoint field: byte offsets read
-/// from tracefs `format` files at start-up (never hard-coded), plus the
-/// `prev_state` bit that marks an in-kernel preemption.
+/// Where the scheduler programs (`tp_btf`, which get `struct task_struct *`
+/// arguments) find the task's fields: byte offsets read from the kernel's
+/// BTF at start-up, since rustc emits no CO-RE relocations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    /// `pid` (the thread id).
+    pub pid: u32,
+    /// `tgid` (the process id).
+    pub tgid: u32,
+    /// `comm` (16 bytes).
+    pub comm: u32,
+    pub _pad: u32,
+}
+
+/// Where the classic tracepoint programs (process exit, futex syscalls) find
+/// each field: byte offsets read from tracefs `format` files at start-up
+/// (never hard-coded).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointLayout {
-    pub switch_prev_comm: u32,
-    pub switch_prev_pid: u32,
-    pub switch_prev_state: u32,
-    pub switch_next_comm: u32,
-    pub switch_next_pid: u32,
-    pub wakeup_comm: u32,
-    pub wakeup_pid: u32,
-    pub wakeup_new_comm: u32,
-    pub wakeup_new_pid: u32,
     pub exit_group_dead: u32,
     pub futex_uaddr: u32,
     pub futex_op: u32,
@@ -130,9 +136,6 @@ pub struct TracepointLayout {
     pub futex_wake_uaddr: u32,
     pub futex_waitv_uaddr: u32,
     pub sys_exit_ret: u32,
-    /// `TASK_REPORT_MAX`: `prev_state` carries it when the task was preempted
-    /// inside the kernel (printed `R+`).
-    pub task_report_max: u32,
     pub _pad: u32,
 }
 
@@ -144,16 +147,7 @@ pub const MAX_FIELD_END: usize = 64;
 impl TracepointLayout {
     /// Checks that every field is at an offset the kernel programs can load.
     pub fn fits(&self) -> Result<(), (&'static str, u32)> {
-        let checks: [(&'static str, u32, usize); 16] = [
-            ("sched_switch prev_comm", self.switch_prev_comm, 16),
-            ("sched_switch prev_pid", self.switch_prev_pid, 4),
-            ("sched_switch prev_state", self.switch_prev_state, 8),
-            ("sched_switch next_comm", self.switch_next_comm, 16),
-            ("sched_switch next_pid", self.switch_next_pid, 4),
-            ("sched_wakeup comm", self.wakeup_comm, 16),
-            ("sched_wakeup pid", self.wakeup_pid, 4),
-            ("sched_wakeup_new comm", self.wakeup_new_comm, 16),
-            ("sched_wakeup_new pid", self.wakeup_new_pid, 4),
+        let checks: [(&'static str, u32, usize); 7] = [
             ("sched_process_exit group_dead", self.exit_group_dead, 1),
             ("sys_enter_futex uaddr", self.futex_uaddr, 8),
             ("sys_enter_futex op", self.futex_op, 4),
@@ -187,15 +181,6 @@ mod layout_tests {
 
     fn standard() -> TracepointLayout {
         TracepointLayout {
-            switch_prev_comm: 8,
-            switch_prev_pid: 24,
-            switch_prev_state: 32,
-            switch_next_comm: 40,
-            switch_next_pid: 56,
-            wakeup_comm: 8,
-            wakeup_pid: 24,
-            wakeup_new_comm: 8,
-            wakeup_new_pid: 24,
             exit_group_dead: 32,
             futex_uaddr: 16,
             futex_op: 24,
@@ -203,7 +188,6 @@ mod layout_tests {
             futex_wake_uaddr: 16,
             futex_waitv_uaddr: 16,
             sys_exit_ret: 16,
-            task_report_max: 0x100,
             _pad: 0,
         }
     }
@@ -223,10 +207,10 @@ mod layout_tests {
     #[test]
     fn misplaced_fields_are_refused() {
         let mut l = standard();
-        l.switch_next_pid = 62; // crosses the end
-        assert_eq!(l.fits(), Err(("sched_switch next_pid", 62)));
+        l.sys_exit_ret = 60; // crosses the end
+        assert_eq!(l.fits(), Err(("sys_exit_futex ret", 60)));
         let mut l = standard();
-        l.switch_prev_state = 36; // misaligned u64
+        l.futex_uaddr = 20; // misaligned u64
         assert!(l.fits().is_err());
         let mut l = standard();
         l.futex_uaddr = 4; // inside the common header

@@ -1,7 +1,7 @@
 //! Maps and load-time settings. Sizes marked "set by the agent" are
 //! overridden with `EbpfLoader::set_max_entries`.
 use agent_common::{
-    config::{CommFilter, TracepointLayout, MAX_GROUPS},
+    config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
     stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, WakeKey, WakeRecord},
 };
 use aya_ebpf::{
@@ -15,15 +15,6 @@ use crate::task::TaskState;
 /// Tracepoint field offsets, from tracefs.
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<TracepointLayout> = Global::new(TracepointLayout {
-    switch_prev_comm: 0,
-    switch_prev_pid: 0,
-    switch_prev_state: 0,
-    switch_next_comm: 0,
-    switch_next_pid: 0,
-    wakeup_comm: 0,
-    wakeup_pid: 0,
-    wakeup_new_comm: 0,
-    wakeup_new_pid: 0,
     exit_group_dead: 0,
     futex_uaddr: 0,
     futex_op: 0,
@@ -31,7 +22,15 @@ pub static LAYOUT: Global<TracepointLayout> = Global::new(TracepointLayout {
     futex_wake_uaddr: 0,
     futex_waitv_uaddr: 0,
     sys_exit_ret: 0,
-    task_report_max: 0,
+    _pad: 0,
+});
+
+/// task_struct field offsets, from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
+    pid: 0,
+    tgid: 0,
+    comm: 0,
     _pad: 0,
 });
 
@@ -129,6 +128,18 @@ macro_rules! layout {
     };
 }
 pub(crate) use layout;
+
+/// An offset from [`TASK_LAYOUT`].
+macro_rules! task_layout {
+    ($field:ident) => {
+        $crate::maps::global_field!(
+            $crate::maps::TASK_LAYOUT,
+            agent_common::config::TaskLayout,
+            $field
+        )
+    };
+}
+pub(crate) use task_layout;
 
 #[inline(always)]
 pub fn bump_diag(idx: usize) {

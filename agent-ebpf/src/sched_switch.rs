@@ -1,28 +1,31 @@
-//! sched/sched_switch: voluntary and involuntary switches, and the time a
+//! sched_switch (tp_btf): voluntary and involuntary switches, and the time a
 //! task waits on a run queue, after a preemption or after a wakeup.
 use agent_common::stats::counter;
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     account::Sink,
     lock_holder::remember_preemption,
-    maps::layout,
-    task::{ctx_comm_traced, ctx_u32, ctx_u64, resolve_current, task, task_or_create},
+    task::{resolve_current, task, task_or_create, KernelTask},
 };
 
-/// `prev_state` bits of a task that is exiting (EXIT_DEAD, EXIT_ZOMBIE).
-const EXITING: u64 = 0x10 | 0x20;
+/// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.
+const TASK_DEAD: u64 = 0x80;
 
-#[tracepoint]
-pub fn sched_switch(ctx: TracePointContext) -> u32 {
+/// `sched_switch(bool preempt, struct task_struct *prev,
+/// struct task_struct *next, unsigned int prev_state)`
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     // The clock is read only when an interval starts or ends: a clock read
     // costs more than the rest of the untraced path (see README).
     let mut clock = Clock(0);
-    if ctx_comm_traced(&ctx, layout!(switch_prev_comm)) {
-        switch_out(&ctx, &mut clock);
+    let prev = KernelTask::arg(&ctx, 1);
+    if prev.comm_traced() {
+        switch_out(&ctx, prev, &mut clock);
     }
-    if ctx_comm_traced(&ctx, layout!(switch_next_comm)) {
-        switch_in(&ctx, &mut clock);
+    let next = KernelTask::arg(&ctx, 2);
+    if next.comm_traced() {
+        switch_in(next, &mut clock);
     }
     0
 }
@@ -41,21 +44,21 @@ impl Clock {
 }
 
 #[inline(always)]
-fn switch_out(ctx: &TracePointContext, clock: &mut Clock) {
-    let state = ctx_u64(ctx, layout!(switch_prev_state));
-    if state & EXITING != 0 {
-        return; // the final switch of an exiting task
+fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
+    let state = ctx.arg::<u64>(3) & 0xffff_ffff;
+    if state & TASK_DEAD != 0 {
+        return;
     }
-    let pid = ctx_u32(ctx, layout!(switch_prev_pid));
-    let Some(ts) = task_or_create(ctx, pid) else {
+    let Some(ts) = task_or_create(ctx, prev.pid()) else {
         return;
     };
     if !resolve_current(ctx, ts) {
         return;
     }
-    // Involuntary: still runnable (R), or preempted inside the kernel (R+).
-    // This is the kernel's own nivcsw rule (see README).
-    let involuntary = state == 0 || state & layout!(task_report_max) as u64 != 0;
+    // Involuntary: preempted (also inside the kernel, R+), or still
+    // runnable (R). This is the kernel's own nivcsw rule (see README).
+    let preempt = ctx.arg::<u64>(0) & 0xff != 0;
+    let involuntary = preempt || state == 0;
     let sink = Sink::of(ts);
     if involuntary {
         sink.add(counter::INVOLUNTARY_SWITCHES, 1);
@@ -72,9 +75,8 @@ fn switch_out(ctx: &TracePointContext, clock: &mut Clock) {
 }
 
 #[inline(always)]
-fn switch_in(ctx: &TracePointContext, clock: &mut Clock) {
-    let pid = ctx_u32(ctx, layout!(switch_next_pid));
-    let Some(ts) = task(pid) else { return };
+fn switch_in(next: KernelTask, clock: &mut Clock) {
+    let Some(ts) = task(next.pid()) else { return };
     if ts.offcpu_ns != 0 {
         let now = clock.now();
         let d = now.saturating_sub(ts.offcpu_ns);

@@ -1,17 +1,21 @@
 //! Per-task state, the process filter, and reading tracepoint records.
 use agent_common::{
-    config::{CommFilter, MAX_COMMS},
+    config::CommFilter,
     event::{ProcEvent, PROC_NEW},
     stats::{diag, Counters, HOLDER_HISTORY},
 };
-use aya_ebpf::{helpers::bpf_get_current_pid_tgid, programs::TracePointContext, EbpfContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
+};
 use aya_log_ebpf::warn;
 
 use crate::{
     account::Sink,
     maps::{
-        bump_diag, global_field, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER, PROC_EVENTS,
-        PROC_INFO, PROC_STATS, TASKS,
+        bump_diag, global_field, task_layout, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER,
+        PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
     },
 };
 
@@ -132,10 +136,37 @@ ctx_load!(
     [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
 );
 
-/// True if the 16-byte `comm` at `offset` of the record is traced.
-#[inline(always)]
-pub fn ctx_comm_traced(ctx: &TracePointContext, offset: u32) -> bool {
-    comm_matches(ctx_u64(ctx, offset), ctx_u64(ctx, offset + 8))
+/// A `struct task_struct *` argument of a tp_btf program. Its fields are
+/// plain loads, which the verifier checks against the kernel's BTF, at
+/// offsets from `TASK_LAYOUT`: a frozen global, so the verifier knows each
+/// offset's value and the pointer arithmetic stays constant.
+#[derive(Clone, Copy)]
+pub struct KernelTask(*const u8);
+
+impl KernelTask {
+    /// Argument `n` of the tracepoint.
+    #[inline(always)]
+    pub fn arg(ctx: &BtfTracePointContext, n: usize) -> Self {
+        KernelTask(ctx.arg::<*const u8>(n))
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(self, offset: u32) -> T {
+        unsafe { core::ptr::read_volatile(self.0.add(offset as usize) as *const T) }
+    }
+
+    /// The thread id.
+    #[inline(always)]
+    pub fn pid(self) -> u32 {
+        self.load(task_layout!(pid))
+    }
+
+    /// True if the task's `comm` is one of the traced names.
+    #[inline(always)]
+    pub fn comm_traced(self) -> bool {
+        let off = task_layout!(comm);
+        comm_matches(self.load(off), self.load(off + 8))
+    }
 }
 
 /// True if the comm words are one of the traced names.

@@ -1,31 +1,29 @@
-//! sched/sched_wakeup and sched/sched_wakeup_new: the start of a wakeup
+//! sched_wakeup and sched_wakeup_new (tp_btf): the start of a wakeup
 //! latency (the task was put on a run queue).
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::{
-    maps::layout,
-    task::{ctx_comm_traced, ctx_u32, task_or_create, IGNORED},
-};
+use crate::task::{task_or_create, KernelTask, IGNORED};
 
-#[tracepoint]
-pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
-    woken(&ctx, layout!(wakeup_comm), layout!(wakeup_pid));
+/// `sched_wakeup(struct task_struct *p)`
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
+    woken(&ctx, KernelTask::arg(&ctx, 0));
     0
 }
 
-#[tracepoint]
-pub fn sched_wakeup_new(ctx: TracePointContext) -> u32 {
-    woken(&ctx, layout!(wakeup_new_comm), layout!(wakeup_new_pid));
+/// `sched_wakeup_new(struct task_struct *p)`
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
+    woken(&ctx, KernelTask::arg(&ctx, 0));
     0
 }
 
 #[inline(always)]
-fn woken(ctx: &TracePointContext, comm: u32, pid: u32) {
-    if !ctx_comm_traced(ctx, comm) {
+fn woken(ctx: &BtfTracePointContext, p: KernelTask) {
+    if !p.comm_traced() {
         return;
     }
-    let pid = ctx_u32(ctx, pid);
-    let Some(ts) = task_or_create(ctx, pid) else {
+    let Some(ts) = task_or_create(ctx, p.pid()) else {
         return;
     };
     // A task preempted inside the kernel with a sleep state set (R+) is

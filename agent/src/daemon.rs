@@ -66,11 +66,17 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
     result
 }
 
-/// `pgpreempt floor`: only the floor program, until SIGINT or SIGTERM.
-pub fn floor() -> anyhow::Result<()> {
+/// `pgpreempt floor`: only a floor program, until SIGINT or SIGTERM.
+pub fn floor(btf: bool) -> anyhow::Result<()> {
+    use crate::probes::Hook;
     let mut probes = crate::probes::Probes::load(&Config::default())?;
-    probes.attach_one("floor_sched_switch", "sched", "sched_switch")?;
-    log::info!("benchmark floor attached to sched/sched_switch");
+    if btf {
+        probes.attach_one("floor_sched_switch_btf", Hook::Btf("sched_switch"))?;
+    } else {
+        let hook = Hook::Tracepoint("sched", "sched_switch", true);
+        probes.attach_one("floor_sched_switch", hook)?;
+    }
+    log::info!("benchmark floor attached to sched_switch (tp_btf: {btf})");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

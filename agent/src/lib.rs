@@ -15,6 +15,7 @@ pub mod processes;
 pub mod server;
 pub mod snapshot;
 pub mod spin_sites;
+pub mod task_layout;
 pub mod tracefs;
 pub mod tracker;
 pub mod uprobes;

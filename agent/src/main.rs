@@ -32,7 +32,12 @@ enum Command {
     /// The benchmark floor: a sched_switch program that only counts, until
     /// SIGINT or SIGTERM (used by `cargo xtask bench`).
     #[command(hide = true)]
-    Floor,
+    Floor {
+        /// Attach the tp_btf floor (the agent's attach type) instead of the
+        /// classic tracepoint one.
+        #[arg(long)]
+        btf: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -143,6 +148,6 @@ fn run(cmd: Command) -> anyhow::Result<()> {
             a.select.apply(&mut cfg)?;
             daemon::run(cfg, a.listen)
         }
-        Command::Floor => daemon::floor(),
+        Command::Floor { btf } => daemon::floor(btf),
     }
 }

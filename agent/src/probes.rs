@@ -6,59 +6,69 @@ use std::os::fd::OwnedFd;
 use agent_common::config::CommFilter;
 use aya::{
     maps::HashMap as BpfHashMap,
-    programs::{ProgramError, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
 
-use crate::{config::Config, error::AgentError, privileges, tracefs};
+use crate::{config::Config, error::AgentError, privileges, task_layout, tracefs};
 
 /// The compiled kernel programs (built by build.rs with aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pgpreempt"));
 
-/// (program, tracepoint category, tracepoint name). Programs whose
-/// tracepoint is missing on this kernel are skipped if optional.
-const PROGRAMS: &[(&str, &str, &str, bool)] = &[
-    ("sched_switch", "sched", "sched_switch", true),
-    ("sched_wakeup", "sched", "sched_wakeup", true),
-    ("sched_wakeup_new", "sched", "sched_wakeup_new", true),
-    ("sched_process_exit", "sched", "sched_process_exit", true),
-    ("sys_enter_futex", "syscalls", "sys_enter_futex", true),
-    ("sys_exit_futex", "syscalls", "sys_exit_futex", true),
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug)]
+pub enum Hook {
+    /// A tp_btf program on this raw tracepoint: called with the tracepoint's
+    /// arguments (task pointers), without a formatted record.
+    Btf(&'static str),
+    /// A classic tracepoint (category, name); `required` unless it is one
+    /// that only some kernels have.
+    Tracepoint(&'static str, &'static str, bool),
+}
+
+/// Every program `pgpreempt run` attaches, by name. The scheduler events are
+/// tp_btf (cheaper per event than the classic tracepoint; see
+/// BENCHMARKS.md); futex needs the syscall tracepoints, since fentry is
+/// refused under lockdown.
+pub const PROGRAMS: &[(&str, Hook)] = &[
+    ("sched_switch", Hook::Btf("sched_switch")),
+    ("sched_wakeup", Hook::Btf("sched_wakeup")),
+    ("sched_wakeup_new", Hook::Btf("sched_wakeup_new")),
+    (
+        "sched_process_exit",
+        Hook::Tracepoint("sched", "sched_process_exit", true),
+    ),
+    (
+        "sys_enter_futex",
+        Hook::Tracepoint("syscalls", "sys_enter_futex", true),
+    ),
+    (
+        "sys_exit_futex",
+        Hook::Tracepoint("syscalls", "sys_exit_futex", true),
+    ),
     (
         "sys_enter_futex_wait",
-        "syscalls",
-        "sys_enter_futex_wait",
-        false,
+        Hook::Tracepoint("syscalls", "sys_enter_futex_wait", false),
     ),
     (
         "sys_exit_futex_wait",
-        "syscalls",
-        "sys_exit_futex_wait",
-        false,
+        Hook::Tracepoint("syscalls", "sys_exit_futex_wait", false),
     ),
     (
         "sys_enter_futex_wake",
-        "syscalls",
-        "sys_enter_futex_wake",
-        false,
+        Hook::Tracepoint("syscalls", "sys_enter_futex_wake", false),
     ),
     (
         "sys_exit_futex_wake",
-        "syscalls",
-        "sys_exit_futex_wake",
-        false,
+        Hook::Tracepoint("syscalls", "sys_exit_futex_wake", false),
     ),
     (
         "sys_enter_futex_waitv",
-        "syscalls",
-        "sys_enter_futex_waitv",
-        false,
+        Hook::Tracepoint("syscalls", "sys_enter_futex_waitv", false),
     ),
     (
         "sys_exit_futex_waitv",
-        "syscalls",
-        "sys_exit_futex_waitv",
-        false,
+        Hook::Tracepoint("syscalls", "sys_exit_futex_waitv", false),
     ),
 ];
 
@@ -70,6 +80,8 @@ pub struct Probes {
     _stats: Option<OwnedFd>,
     /// The tracefs root the layout was read from.
     tracefs: std::path::PathBuf,
+    /// The kernel's BTF, parsed for the first tp_btf program.
+    btf: Option<Btf>,
 }
 
 impl Probes {
@@ -78,13 +90,21 @@ impl Probes {
         privileges::check()?;
         let root = tracefs::locate(cfg.tracefs.as_deref())?;
         let layout = tracefs::layout(&root)?;
+        let task_layout = task_layout::read(std::path::Path::new(task_layout::VMLINUX_BTF))?;
+        log::debug!("{}", task_layout::describe(&task_layout));
         let comms = CommFilter::new(cfg.comms.iter().map(|c| c.as_bytes()))
             .ok_or_else(|| AgentError::Config("--comm: at most 8 names of 1 to 15 bytes".into()))?;
         let pid_filter: u32 = u32::from(!cfg.pids.is_empty());
         let per_process: u32 = u32::from(cfg.per_process);
         let mut loader = EbpfLoader::new();
         loader
+            // No CO-RE relocations to apply (rustc emits none): drop the
+            // loader's parsed copy of the kernel's BTF, which the tp_btf
+            // programs parse again one at a time (see `attach`), so that two
+            // copies are never held at once.
+            .btf(None)
             .override_global("LAYOUT", &layout, true)
+            .override_global("TASK_LAYOUT", &task_layout, true)
             .override_global("COMMS", &comms, true)
             .override_global("PID_FILTER", &pid_filter, true)
             .override_global("PER_PROCESS", &per_process, true)
@@ -132,27 +152,42 @@ impl Probes {
             attached: Vec::new(),
             _stats: stats,
             tracefs: root,
+            btf: None,
         })
     }
 
     /// Loads and attaches one program (alone: the benchmark floor).
-    pub fn attach_one(
-        &mut self,
-        name: &'static str,
-        category: &str,
-        tp: &str,
-    ) -> Result<(), AgentError> {
-        let prog: &mut TracePoint = self
+    pub fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
+        let attach_error = |e: ProgramError| AgentError::Attach {
+            program: format!("{name} to {hook:?}"),
+            detail: format!("{e:#}"),
+        };
+        let program = self
             .ebpf
             .program_mut(name)
-            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?
-            .try_into()
-            .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
-        prog.load().map_err(|e| load_error(name, e))?;
-        prog.attach(category, tp).map_err(|e| AgentError::Attach {
-            program: format!("{name} to {category}/{tp}"),
-            detail: format!("{e:#}"),
-        })?;
+            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?;
+        match hook {
+            Hook::Btf(tp) => {
+                let prog: &mut BtfTracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+                let btf = match &self.btf {
+                    Some(b) => b,
+                    None => self.btf.insert(Btf::from_sys_fs().map_err(|e| {
+                        AgentError::KernelUnsupported(format!("reading the kernel's BTF: {e}"))
+                    })?),
+                };
+                prog.load(tp, btf).map_err(|e| load_error(name, e))?;
+                prog.attach().map_err(attach_error)?;
+            }
+            Hook::Tracepoint(category, tp, _) => {
+                let prog: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+                prog.load().map_err(|e| load_error(name, e))?;
+                prog.attach(category, tp).map_err(attach_error)?;
+            }
+        }
         self.attached.push(name);
         Ok(())
     }
@@ -160,13 +195,18 @@ impl Probes {
     /// Loads into the kernel and attaches every program whose tracepoint
     /// exists. On error, whatever was attached is detached when `self` drops.
     pub fn attach(&mut self) -> Result<(), AgentError> {
-        for &(name, category, tp, required) in PROGRAMS {
-            if !required && !self.tracefs.join("events").join(category).join(tp).exists() {
-                log::debug!("tracepoint {category}/{tp} not on this kernel; {name} not attached");
-                continue;
+        for &(name, hook) in PROGRAMS {
+            if let Hook::Tracepoint(category, tp, false) = hook {
+                if !self.tracefs.join("events").join(category).join(tp).exists() {
+                    log::debug!(
+                        "tracepoint {category}/{tp} not on this kernel; {name} not attached"
+                    );
+                    continue;
+                }
             }
-            self.attach_one(name, category, tp)?;
+            self.attach_one(name, hook)?;
         }
+        self.btf = None; // only needed to load tp_btf programs
         Ok(())
     }
 }

@@ -135,19 +135,6 @@ pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Option<For
     Ok(Some(Format::parse(&text)))
 }
 
-/// `TASK_REPORT_MAX` from sched_switch's print fmt, which spells it as
-/// `(((0x00000000 | 0x00000001 | ... | 0x00000040) + 1) << 1)`.
-pub fn task_report_max(print_fmt: &str) -> Option<u32> {
-    let end = print_fmt.find(") + 1) << 1)")?;
-    let start = print_fmt[..end].rfind('(')?;
-    let mut mask = 0u32;
-    for part in print_fmt[start + 1..end].split('|') {
-        let part = part.trim().trim_start_matches("0x");
-        mask |= u32::from_str_radix(part, 16).ok()?;
-    }
-    Some((mask + 1) << 1)
-}
-
 /// Builds the layout the kernel programs use, from the live tracefs.
 pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
     let need = |cat: &str, name: &str| -> Result<Format, AgentError> {
@@ -158,19 +145,12 @@ pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
             ))
         })
     };
-    let sw = need("sched", "sched_switch")?;
-    let wk = need("sched", "sched_wakeup")?;
-    let wn = need("sched", "sched_wakeup_new")?;
     let ex = need("sched", "sched_process_exit")?;
     let fe = need("syscalls", "sys_enter_futex")?;
     let fx = need("syscalls", "sys_exit_futex")?;
     let fwait = read_format(root, "syscalls", "sys_enter_futex_wait")?;
     let fwake = read_format(root, "syscalls", "sys_enter_futex_wake")?;
     let fwaitv = read_format(root, "syscalls", "sys_enter_futex_waitv")?;
-    let task_report_max = task_report_max(&sw.print_fmt).unwrap_or_else(|| {
-        log::warn!("could not read TASK_REPORT_MAX from sched_switch's format; assuming 0x100");
-        0x100
-    });
     let opt = |f: &Option<Format>, ev: &str, field: &str| -> Result<u32, AgentError> {
         match f {
             Some(f) => f.offset(ev, field, 8),
@@ -178,15 +158,6 @@ pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
         }
     };
     let l = TracepointLayout {
-        switch_prev_comm: sw.offset("sched_switch", "prev_comm", 16)?,
-        switch_prev_pid: sw.offset("sched_switch", "prev_pid", 4)?,
-        switch_prev_state: sw.offset("sched_switch", "prev_state", 8)?,
-        switch_next_comm: sw.offset("sched_switch", "next_comm", 16)?,
-        switch_next_pid: sw.offset("sched_switch", "next_pid", 4)?,
-        wakeup_comm: wk.offset("sched_wakeup", "comm", 16)?,
-        wakeup_pid: wk.offset("sched_wakeup", "pid", 4)?,
-        wakeup_new_comm: wn.offset("sched_wakeup_new", "comm", 16)?,
-        wakeup_new_pid: wn.offset("sched_wakeup_new", "pid", 4)?,
         // group_dead is recent (Linux 6.16); 0: the programs use "the
         // leader exited" instead.
         exit_group_dead: ex.fields.get("group_dead").map_or(0, |&(off, _)| off),
@@ -196,7 +167,6 @@ pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
         futex_wake_uaddr: opt(&fwake, "sys_enter_futex_wake", "uaddr")?,
         futex_waitv_uaddr: opt(&fwaitv, "sys_enter_futex_waitv", "waiters")?,
         sys_exit_ret: fx.offset("sys_exit_futex", "ret", 8)?,
-        task_report_max,
         _pad: 0,
     };
     l.fits().map_err(|(field, off)| {
@@ -247,16 +217,6 @@ print fmt: "prev_comm=%s prev_pid=%d prev_prio=%d prev_state=%s%s ==> next_comm=
     fn pointer_fields_lose_their_star() {
         let f = Format::parse("\tfield:u32 * uaddr;\toffset:16;\tsize:8;\tsigned:0;\n");
         assert_eq!(f.fields["uaddr"], (16, 8));
-    }
-
-    #[test]
-    fn reads_task_report_max_from_print_fmt() {
-        let f = Format::parse(SCHED_SWITCH);
-        assert_eq!(task_report_max(&f.print_fmt), Some(0x100));
-        // An older kernel with one state bit fewer.
-        let old = "x & (((0x0000 | 0x0001 | 0x0002 | 0x0004 | 0x0008 | 0x0010 | 0x0020) + 1) << 1)";
-        assert_eq!(task_report_max(old), Some(0x80));
-        assert_eq!(task_report_max("no such thing"), None);
     }
 
     #[test]

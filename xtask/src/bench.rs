@@ -55,15 +55,17 @@ enum Cfg {
     Agent,
     AgentTraced,
     Floor,
+    FloorBtf,
     Peer,
 }
 
 impl Cfg {
-    const ALL: [Cfg; 5] = [
+    const ALL: [Cfg; 6] = [
         Cfg::Baseline,
         Cfg::Agent,
         Cfg::AgentTraced,
         Cfg::Floor,
+        Cfg::FloorBtf,
         Cfg::Peer,
     ];
     fn name(self) -> &'static str {
@@ -71,7 +73,8 @@ impl Cfg {
             Cfg::Baseline => "no agent",
             Cfg::Agent => "pgpreempt (default)",
             Cfg::AgentTraced => "pgpreempt, ping-pong traced (--comm sched-pipe)",
-            Cfg::Floor => "floor: one program counting sched_switch",
+            Cfg::Floor => "floor: one program counting sched_switch (classic tracepoint)",
+            Cfg::FloorBtf => "floor: one program counting sched_switch (tp_btf, as the agent)",
             Cfg::Peer => "peer: bpftrace runqlat-style script",
         }
     }
@@ -87,10 +90,13 @@ impl Cfg {
                 };
                 Some(agent(extra)?.0)
             }
-            Cfg::Floor => {
-                let c = Command::new(agent_bin())
-                    .args(["floor", "--log-level", "warn"])
-                    .spawn()?;
+            Cfg::Floor | Cfg::FloorBtf => {
+                let mut c = Command::new(agent_bin());
+                c.args(["floor", "--log-level", "warn"]);
+                if self == Cfg::FloorBtf {
+                    c.arg("--btf");
+                }
+                let c = c.spawn()?;
                 std::thread::sleep(Duration::from_millis(800));
                 Some(Bg(c))
             }
@@ -383,8 +389,9 @@ pub fn run(quick: bool) -> Result<()> {
     writeln!(md, "| (peer, for comparison) | {:.3} | |", ratio(Cfg::Peer))?;
     writeln!(
         md,
-        "| (floor, for comparison) | {:.3} | |",
-        ratio(Cfg::Floor)
+        "| (floor, classic tracepoint / tp_btf) | {:.3} / {:.3} | |",
+        ratio(Cfg::Floor),
+        ratio(Cfg::FloorBtf)
     )?;
     writeln!(
         md,

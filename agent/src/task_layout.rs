@@ -1,0 +1,150 @@
+//! Where `struct task_struct` keeps `pid`, `tgid` and `comm` on this kernel,
+//! read from the kernel's BTF (`/sys/kernel/btf/vmlinux`). The scheduler
+//! programs are tp_btf programs that get task pointers and load these fields
+//! directly; rustc emits no CO-RE relocations, so the offsets are handed to
+//! them at load time (`TASK_LAYOUT`).
+use std::path::Path;
+
+use agent_common::config::{TaskLayout, COMM_LEN};
+use btf_rs::{Backend, Btf, Type};
+
+use crate::error::AgentError;
+
+/// The kernel's own BTF.
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Reads the task_struct layout from the BTF file at `path`.
+pub fn read(path: &Path) -> Result<TaskLayout, AgentError> {
+    if !path.exists() {
+        return Err(AgentError::KernelUnsupported(format!(
+            "no BTF at {} (build the kernel with CONFIG_DEBUG_INFO_BTF=y)",
+            path.display()
+        )));
+    }
+    // Mapped, not parsed up front: the agent's peak memory is part of its
+    // budget (BENCHMARKS.md). Files that cannot be mapped are parsed.
+    let btf = Btf::from_file_with_backend(path, Backend::Mmap)
+        .or_else(|_| Btf::from_file(path))
+        .map_err(|e| {
+            AgentError::KernelUnsupported(format!("reading BTF from {}: {e}", path.display()))
+        })?;
+    from_btf(&btf)
+}
+
+/// Finds the fields in parsed BTF.
+pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
+    let unsupported = |what: String| AgentError::KernelUnsupported(what);
+    let task = btf
+        .resolve_types_by_name("task_struct")
+        .map_err(|e| unsupported(format!("task_struct not in BTF: {e}")))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| unsupported("task_struct not in BTF".into()))?;
+    let field = |name: &str, size: usize| -> Result<u32, AgentError> {
+        let (bits, ty) = find_member(btf, &task, name, 0)
+            .ok_or_else(|| unsupported(format!("task_struct has no `{name}` in BTF")))?;
+        let actual = type_size(btf, &ty);
+        if bits % 8 != 0 || actual != Some(size) {
+            return Err(unsupported(format!(
+                "task_struct.{name} is not a {size}-byte field (bit offset {bits}, size {actual:?})"
+            )));
+        }
+        Ok(bits / 8)
+    };
+    Ok(TaskLayout {
+        pid: field("pid", 4)?,
+        tgid: field("tgid", 4)?,
+        comm: field("comm", COMM_LEN)?,
+        _pad: 0,
+    })
+}
+
+/// The bit offset and type of member `name`, looking inside anonymous
+/// structs and unions (where newer kernels move fields).
+fn find_member(btf: &Btf, s: &btf_rs::Struct, name: &str, base_bits: u32) -> Option<(u32, Type)> {
+    for m in &s.members {
+        let member_name = btf.resolve_name(m).unwrap_or_default();
+        let Ok(ty) = btf.resolve_chained_type(m) else {
+            continue;
+        };
+        let bits = base_bits + m.bit_offset();
+        if member_name == name {
+            return Some((bits, ty));
+        }
+        if member_name.is_empty() {
+            if let Type::Struct(inner) | Type::Union(inner) = &ty {
+                if let Some(found) = find_member(btf, inner, name, bits) {
+                    return Some(found);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The size in bytes of a type, through typedefs and qualifiers.
+fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
+    let mut ty = ty.clone();
+    // A fixed bound: qualifier chains are a few links long.
+    for _ in 0..16 {
+        ty = match &ty {
+            Type::Int(i) => return Some(i.size()),
+            Type::Enum(e) => return Some(e.size()),
+            Type::Struct(s) | Type::Union(s) => return Some(s.size()),
+            Type::Ptr(_) => return Some(std::mem::size_of::<usize>()),
+            Type::Array(a) => {
+                let elem = btf.resolve_chained_type(a).ok()?;
+                return Some(a.len() * type_size(btf, &elem)?);
+            }
+            Type::Typedef(t) => btf.resolve_chained_type(t).ok()?,
+            Type::Const(t) => btf.resolve_chained_type(t).ok()?,
+            Type::Volatile(t) => btf.resolve_chained_type(t).ok()?,
+            Type::Restrict(t) => btf.resolve_chained_type(t).ok()?,
+            Type::TypeTag(t) => btf.resolve_chained_type(t).ok()?,
+            _ => return None,
+        };
+    }
+    None
+}
+
+/// One line for logs and errors.
+pub fn describe(l: &TaskLayout) -> String {
+    format!(
+        "task_struct: pid at {}, tgid at {}, comm at {}",
+        l.pid, l.tgid, l.comm
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // This kernel's BTF: every test machine has it (the agent needs it).
+    #[test]
+    fn reads_this_kernels_task_struct() {
+        let l = read(Path::new(VMLINUX_BTF)).expect("BTF of the running kernel");
+        // pid and tgid are adjacent pid_t fields; comm is a 16-byte array
+        // well past them in every kernel since 2.6.
+        assert_eq!(l.tgid, l.pid + 4, "{}", describe(&l));
+        assert!(l.comm > l.tgid, "{}", describe(&l));
+        assert!(l.pid > 0 && l.comm < 16384, "{}", describe(&l));
+    }
+
+    #[test]
+    fn a_kernel_without_btf_is_refused_with_a_reason() {
+        let e = read(Path::new("/nonexistent/vmlinux")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("CONFIG_DEBUG_INFO_BTF"), "{msg}");
+    }
+
+    #[test]
+    fn garbage_is_not_btf() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("vmlinux");
+        std::fs::write(&p, b"not btf at all").unwrap();
+        assert!(matches!(read(&p), Err(AgentError::KernelUnsupported(_))));
+    }
+}
