@@ -114,7 +114,35 @@ impl Cfg {
     }
 }
 
-fn context_switches(plan: &Plan, out: &mut String) -> Result<Vec<(Cfg, f64)>> {
+/// A configuration whose own rounds spread by more than this (largest over
+/// smallest) saw other load come and go: its ratios are not evidence.
+const NOISE_LIMIT: f64 = 1.25;
+
+/// Largest over smallest sample.
+fn spread(v: &[f64]) -> f64 {
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    hi / lo
+}
+
+/// How a target reads in the report: met, missed, or not judged because the
+/// baseline itself moved by more than [`NOISE_LIMIT`].
+fn verdict(ok: bool, baseline_spread: f64) -> String {
+    if baseline_spread > NOISE_LIMIT || baseline_spread.is_nan() {
+        format!("inconclusive: the baseline's own rounds spread {baseline_spread:.2} x (other load on the machine); rerun when it is quiet")
+    } else if ok {
+        "met".into()
+    } else {
+        "**missed**".into()
+    }
+}
+
+struct Switches {
+    ratios: Vec<(Cfg, f64)>,
+    baseline_spread: f64,
+}
+
+fn context_switches(plan: &Plan, out: &mut String) -> Result<Switches> {
     let mut us: Vec<Vec<f64>> = vec![Vec::new(); Cfg::ALL.len()];
     for round in 0..plan.rounds {
         eprintln!("bench: context-switch round {}/{}", round + 1, plan.rounds);
@@ -143,7 +171,14 @@ fn context_switches(plan: &Plan, out: &mut String) -> Result<Vec<(Cfg, f64)>> {
         )?;
         ratios.push((*cfg, m / base));
     }
-    Ok(ratios)
+    let baseline_spread = spread(&us[0]);
+    if baseline_spread > NOISE_LIMIT {
+        writeln!(out, "\n**Noisy run:** the no-agent rounds alone spread {baseline_spread:.2} x, so other load came and went during this table.")?;
+    }
+    Ok(Switches {
+        ratios,
+        baseline_spread,
+    })
 }
 
 /// utime + stime of a process, in seconds.
@@ -168,6 +203,7 @@ fn vm_hwm_kib(pid: u32) -> Result<u64> {
 struct Pg {
     tps_ratio: f64,
     spread: (f64, f64),
+    baseline_spread: f64,
     cpu_share: f64,
     rss_mib: f64,
 }
@@ -180,6 +216,7 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
         .unwrap_or(2);
     let clients = cpus * 4;
     let (mut ratios, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0u64);
+    let mut baseline = Vec::new();
     let mut rows = Vec::new();
     let (c, secs) = (clients.to_string(), plan.pair_secs.to_string());
     let run = || tps(&pg, &["-c", &c, "-j", "2", "-T", &secs]);
@@ -203,6 +240,7 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
             (run()?, a)
         };
         ratios.push(with_agent / without);
+        baseline.push(without);
         rows.push(format!(
             "| {} | {without:.0} | {with_agent:.0} | {:.3} |",
             pair + 1,
@@ -224,9 +262,14 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
         "\nmedian ratio {:.3}, spread {lo:.3} to {hi:.3}",
         median(&ratios)
     )?;
+    let baseline_spread = spread(&baseline);
+    if baseline_spread > NOISE_LIMIT {
+        writeln!(out, "\n**Noisy run:** tps without the agent alone spread {baseline_spread:.2} x across pairs, so other load came and went.")?;
+    }
     Ok(Pg {
         tps_ratio: median(&ratios),
         spread: (lo, hi),
+        baseline_spread,
         cpu_share: median(&cpu),
         rss_mib: rss as f64 / 1024.0,
     })
@@ -367,7 +410,8 @@ pub fn run(quick: bool) -> Result<()> {
     writeln!(md, "\n## At scale (16 cores)\n\nSkipped: no 16-core machine was lent to the session that produced this file.")?;
 
     let ratio = |c: Cfg| {
-        ctx.iter()
+        ctx.ratios
+            .iter()
             .find(|(k, _)| *k == c)
             .map(|(_, r)| *r)
             .unwrap_or(f64::NAN)
@@ -378,13 +422,13 @@ pub fn run(quick: bool) -> Result<()> {
         md,
         "| context switch, untraced tasks ≤ 1.15 | {:.3} | {} |",
         ratio(Cfg::Agent),
-        check(ratio(Cfg::Agent) <= 1.15)
+        verdict(ratio(Cfg::Agent) <= 1.15, ctx.baseline_spread)
     )?;
     writeln!(
         md,
         "| context switch, traced tasks ≤ 1.25 | {:.3} | {} |",
         ratio(Cfg::AgentTraced),
-        check(ratio(Cfg::AgentTraced) <= 1.25)
+        verdict(ratio(Cfg::AgentTraced) <= 1.25, ctx.baseline_spread)
     )?;
     writeln!(md, "| (peer, for comparison) | {:.3} | |", ratio(Cfg::Peer))?;
     writeln!(
@@ -399,7 +443,7 @@ pub fn run(quick: bool) -> Result<()> {
         pg.tps_ratio,
         pg.spread.0,
         pg.spread.1,
-        check(pg.tps_ratio >= 0.99)
+        verdict(pg.tps_ratio >= 0.99, pg.baseline_spread)
     )?;
     writeln!(
         md,
@@ -439,4 +483,27 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::write(&path, &md)?;
     println!("{md}\n(written to {})", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_baseline_lets_targets_be_judged() {
+        let quiet = spread(&[5.2, 5.4, 5.3, 5.6, 5.25]);
+        assert!(quiet < NOISE_LIMIT);
+        assert_eq!(verdict(true, quiet), "met");
+        assert_eq!(verdict(false, quiet), "**missed**");
+    }
+
+    #[test]
+    fn a_noisy_baseline_judges_nothing() {
+        // The pgbench baseline of a run while other jobs shared the machine.
+        let noisy = spread(&[2896.0, 1254.0, 1044.0, 902.0, 1124.0]);
+        assert!(noisy > 3.0);
+        assert!(verdict(true, noisy).starts_with("inconclusive"));
+        assert!(verdict(false, noisy).starts_with("inconclusive"));
+        assert!(verdict(true, f64::NAN).starts_with("inconclusive"));
+    }
 }
