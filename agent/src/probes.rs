@@ -171,6 +171,29 @@ impl Probes {
     }
 }
 
+impl Probes {
+    /// Loads every program whose tracepoint exists into the kernel, so that
+    /// the verifier checks it, without attaching any (`pgpreempt check`).
+    /// Returns how many loaded; dropping `self` unloads them.
+    pub fn verify(&mut self) -> Result<usize, AgentError> {
+        let mut n = 0;
+        for &(name, category, tp, required) in PROGRAMS {
+            if !required && !self.tracefs.join("events").join(category).join(tp).exists() {
+                continue;
+            }
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?
+                .try_into()
+                .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+            prog.load().map_err(|e| load_error(name, e))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
 fn load_error(name: &str, e: ProgramError) -> AgentError {
     let msg = match &e {
         ProgramError::LoadError {
