@@ -18,8 +18,11 @@ pub const SIGNIFICANT: f64 = 1.2;
 /// both sides are too small to judge.
 pub const MIN_SECONDS_PER_SECOND: f64 = 0.001;
 
+/// Reads one figure of a report's totals.
+pub type Getter = fn(&Figures) -> f64;
+
 /// The figures compared, in the order ties are shown.
-pub const FIGURES: &[(&str, fn(&Figures) -> f64)] = &[
+pub const FIGURES: &[(&str, Getter)] = &[
     ("waiter_delay_seconds", |f| f.waiter_delay_seconds),
     ("holder_preemptions", |f| f.holder_preemptions as f64),
     ("holder_preempted_seconds", |f| f.holder_preempted_seconds),
@@ -204,7 +207,11 @@ pub fn verdict(rows: &[Row]) -> Verdict {
             continue;
         }
         let shown = if r.appeared {
-            format!("{} per second appeared (0 before, {} after)", r.figure, num(a))
+            format!(
+                "{} per second appeared (0 before, {} after)",
+                r.figure,
+                num(a)
+            )
         } else {
             let ratio = r.ratio.unwrap_or(0.0);
             format!("{} per second {}x", r.figure, num(ratio))
@@ -331,9 +338,15 @@ mod tests {
         );
         let d = compare("b.json", &before, "a.json", &after);
         let w = row(&d, "waiter_delay_seconds", Per::Second);
-        assert_eq!((w.before, w.after, w.ratio), (Some(0.05), Some(0.2), Some(4.0)));
+        assert_eq!(
+            (w.before, w.after, w.ratio),
+            (Some(0.05), Some(0.2), Some(4.0))
+        );
         let w = row(&d, "waiter_delay_seconds", Per::InvoluntarySwitch);
-        assert_eq!((w.before, w.after, w.ratio), (Some(0.0005), Some(0.001), Some(2.0)));
+        assert_eq!(
+            (w.before, w.after, w.ratio),
+            (Some(0.0005), Some(0.001), Some(2.0))
+        );
         let i = row(&d, "involuntary_switches", Per::Second);
         assert_eq!(i.ratio, Some(2.0));
         assert!(
@@ -391,8 +404,17 @@ mod tests {
         assert!(mags.windows(2).all(|w| w[0] >= w[1] - 1e-9), "{mags:?}");
         // Spinning appeared, preempted time grew: worse; waiter delay shrank.
         assert_eq!(d.verdict.kind, VerdictKind::Mixed);
-        assert!(d.verdict.text.starts_with("mixed: worse spin_seconds per second appeared"), "{}", d.verdict.text);
-        assert!(d.verdict.text.contains("better waiter_delay_seconds per second 0.10x"));
+        assert!(
+            d.verdict
+                .text
+                .starts_with("mixed: worse spin_seconds per second appeared"),
+            "{}",
+            d.verdict.text
+        );
+        assert!(d
+            .verdict
+            .text
+            .contains("better waiter_delay_seconds per second 0.10x"));
         let text = render(&d);
         assert!(text.contains("spin_seconds") && text.contains("new"));
         assert!(text.lines().last().unwrap().starts_with("verdict: mixed"));
@@ -406,18 +428,23 @@ mod tests {
             waiter_delay_seconds: waiter,
             ..Default::default()
         };
-        let v = |b: Figures, a: Figures| {
-            compare("b", &report(10.0, b), "a", &report(10.0, a)).verdict
-        };
+        let v =
+            |b: Figures, a: Figures| compare("b", &report(10.0, b), "a", &report(10.0, a)).verdict;
         let worse = v(f(1.0, 0.1), f(2.5, 0.1));
         assert_eq!(worse.kind, VerdictKind::Worse);
-        assert_eq!(worse.text, "AFTER is worse: preempted_seconds per second 2.50x");
+        assert_eq!(
+            worse.text,
+            "AFTER is worse: preempted_seconds per second 2.50x"
+        );
         let better = v(f(1.0, 0.1), f(1.0, 0.05));
         assert_eq!(better.kind, VerdictKind::Better);
         // Within 20%: unchanged.
         assert_eq!(v(f(1.0, 0.1), f(1.15, 0.09)).kind, VerdictKind::Unchanged);
         // Large ratios of negligible figures (below 1 ms/s) do not count.
-        assert_eq!(v(f(1.0, 0.0001), f(1.0, 0.005)).kind, VerdictKind::Unchanged);
+        assert_eq!(
+            v(f(1.0, 0.0001), f(1.0, 0.005)).kind,
+            VerdictKind::Unchanged
+        );
         // Counts alone never make a verdict: only time lost does.
         let mut more_switches = f(1.0, 0.1);
         more_switches.involuntary_switches = 5000;

@@ -1,8 +1,8 @@
 //! The `pgpreempt` command line.
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::{Parser, Subcommand};
 use anyhow::Context;
+use clap::{Parser, Subcommand};
 use pgpreempt::{
     check,
     config::{Config, DEFAULT_COMMS},

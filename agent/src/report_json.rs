@@ -385,7 +385,10 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let missing = tmp.path().join("missing.json");
         let e = Report::read(&missing).unwrap_err().to_string();
-        assert!(e.starts_with("cannot read ") && e.contains("missing.json"), "{e}");
+        assert!(
+            e.starts_with("cannot read ") && e.contains("missing.json"),
+            "{e}"
+        );
         let bad = tmp.path().join("bad.json");
         std::fs::write(&bad, "{\"duration_seconds\": 3}").unwrap();
         let e = Report::read(&bad).unwrap_err().to_string();

@@ -88,7 +88,13 @@ mod tests {
         assert_eq!(lines.len(), 2 + 4);
         assert_eq!(
             lines[2],
-            format!("{:>9} -> {:<8} : {:<9} |{:<40}|", "2", "4", 10, "*".repeat(10))
+            format!(
+                "{:>9} -> {:<8} : {:<9} |{:<40}|",
+                "2",
+                "4",
+                10,
+                "*".repeat(10)
+            )
         );
         assert_eq!(
             lines[3],

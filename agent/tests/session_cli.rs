@@ -25,7 +25,11 @@ fn fails(args: &[&str], code: i32) -> String {
     let out: Output = Command::new(BIN).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: want one line, got:\n{err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: want one line, got:\n{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(ours(), before, "{args:?} left BPF programs attached");
     err
@@ -40,11 +44,21 @@ fn check_finds_a_scratch_cluster_on_this_host() {
     let before = ours();
     let out = Command::new(BIN).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(ours(), before, "check leaves nothing loaded");
-    assert!(text.starts_with("pgpreempt check: tracing can work on this host"), "{text}");
+    assert!(
+        text.starts_with("pgpreempt check: tracing can work on this host"),
+        "{text}"
+    );
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    assert!(text.contains(&format!("kernel        {}", release.trim())), "{text}");
+    assert!(
+        text.contains(&format!("kernel        {}", release.trim())),
+        "{text}"
+    );
     assert!(text.contains("BPF programs  ok: "), "{text}");
     assert!(text.contains(&format!("  {datadir}\n")), "{text}");
     assert!(
@@ -52,9 +66,15 @@ fn check_finds_a_scratch_cluster_on_this_host() {
         "{text}"
     );
     assert!(text.contains("huge pages  WARNING: off: "), "{text}");
-    assert!(text.contains("s_lock      probe-able: s_lock is exported"), "{text}");
+    assert!(
+        text.contains("s_lock      probe-able: s_lock is exported"),
+        "{text}"
+    );
 
-    let out = Command::new(BIN).args(["check", "--json"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
     assert_eq!(v["ok"], true);
@@ -78,7 +98,10 @@ fn check_finds_a_scratch_cluster_on_this_host() {
             .starts_with(&format!("{}.", pg_version.trim())),
         "{cl}"
     );
-    assert!(cl["processes"].as_u64().unwrap() >= 4, "postmaster and auxiliaries");
+    assert!(
+        cl["processes"].as_u64().unwrap() >= 4,
+        "postmaster and auxiliaries"
+    );
 }
 
 #[test]
@@ -97,8 +120,14 @@ fn check_without_privileges_exits_non_zero() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.starts_with("pgpreempt check: tracing CANNOT work"), "{text}");
-    assert!(text.contains("privileges    FAILED: missing CAP_BPF"), "{text}");
+    assert!(
+        text.starts_with("pgpreempt check: tracing CANNOT work"),
+        "{text}"
+    );
+    assert!(
+        text.contains("privileges    FAILED: missing CAP_BPF"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -107,19 +136,40 @@ fn bad_trace_input_is_one_line() {
     let e = fails(&["trace", "--duration", "abc"], 2);
     assert!(e.contains("\"abc\" is not a duration"), "{e}");
     fails(&["trace", "--duration", "0s"], 2);
-    let e = fails(&["trace", "--duration", "5s", "--cluster", "/nonexistent"], 1);
-    assert_eq!(e.trim_end(), "pgpreempt: --cluster /nonexistent: no such directory");
+    let e = fails(
+        &["trace", "--duration", "5s", "--cluster", "/nonexistent"],
+        1,
+    );
+    assert_eq!(
+        e.trim_end(),
+        "pgpreempt: --cluster /nonexistent: no such directory"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let e = fails(
-        &["trace", "--duration", "5s", "--cluster", tmp.path().to_str().unwrap()],
+        &[
+            "trace",
+            "--duration",
+            "5s",
+            "--cluster",
+            tmp.path().to_str().unwrap(),
+        ],
         1,
     );
     assert!(e.contains("no PostgreSQL is running there"), "{e}");
     let e = fails(
-        &["trace", "--duration", "5s", "--json", "/nonexistent/dir/r.json"],
+        &[
+            "trace",
+            "--duration",
+            "5s",
+            "--json",
+            "/nonexistent/dir/r.json",
+        ],
         1,
     );
-    assert!(e.contains("--json /nonexistent/dir/r.json: cannot write there"), "{e}");
+    assert!(
+        e.contains("--json /nonexistent/dir/r.json: cannot write there"),
+        "{e}"
+    );
     let e = fails(&["trace", "--comm", "a-name-longer-than-15"], 2);
     assert!(e.contains("1 to 15 bytes"), "{e}");
 }
@@ -133,11 +183,26 @@ fn bad_diff_input_is_one_line() {
     std::fs::write(&bad, "{ not json").unwrap();
     let other = tmp.path().join("other.json");
     std::fs::write(&other, "{\"hello\": 1}").unwrap();
-    let e = fails(&["diff", missing.to_str().unwrap(), bad.to_str().unwrap()], 1);
-    assert!(e.contains("cannot read") && e.contains("missing.json"), "{e}");
+    let e = fails(
+        &["diff", missing.to_str().unwrap(), bad.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        e.contains("cannot read") && e.contains("missing.json"),
+        "{e}"
+    );
     let e = fails(&["diff", bad.to_str().unwrap(), bad.to_str().unwrap()], 1);
-    assert!(e.contains("bad.json is not a pgpreempt trace report"), "{e}");
-    let e = fails(&["diff", other.to_str().unwrap(), other.to_str().unwrap()], 1);
-    assert!(e.contains("other.json is not a pgpreempt trace report: missing field"), "{e}");
+    assert!(
+        e.contains("bad.json is not a pgpreempt trace report"),
+        "{e}"
+    );
+    let e = fails(
+        &["diff", other.to_str().unwrap(), other.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        e.contains("other.json is not a pgpreempt trace report: missing field"),
+        "{e}"
+    );
     fails(&["diff", bad.to_str().unwrap()], 2);
 }

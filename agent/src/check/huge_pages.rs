@@ -45,7 +45,13 @@ pub fn parse(text: &str) -> Vec<Mapping> {
             continue;
         }
         let Some(m) = out.last_mut() else { continue };
-        let kb = || words.clone().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let kb = || {
+            words
+                .clone()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         match first {
             "Size:" => m.size_kb = kb(),
             "KernelPageSize:" => m.kernel_page_size_kb = kb(),
@@ -111,13 +117,14 @@ pub fn assess(smaps: &str) -> Option<HugePages> {
     let maps = parse(smaps);
     let m = main_segment(&maps)?;
     let thp_kb = m.anon_huge_kb + m.shmem_pmd_kb;
-    let state = if m.kernel_page_size_kb > 4 || m.hugetlb_kb > 0 || m.path.starts_with("/anon_hugepage") {
-        State::On
-    } else if thp_kb > 0 {
-        State::Partial
-    } else {
-        State::Off
-    };
+    let state =
+        if m.kernel_page_size_kb > 4 || m.hugetlb_kb > 0 || m.path.starts_with("/anon_hugepage") {
+            State::On
+        } else if thp_kb > 0 {
+            State::Partial
+        } else {
+            State::Off
+        };
     let mb = m.size_kb as f64 / 1024.0;
     let summary = match state {
         State::On => format!(
@@ -177,9 +184,14 @@ mod tests {
     fn four_kb_pages_are_off() {
         let h = assess(&fixture("postmaster-4k-pages.smaps")).unwrap();
         assert_eq!(h.state, State::Off);
-        assert_eq!(h.segment, "/dev/zero (deleted)", "not the SYSV interlock, not DSM");
+        assert_eq!(
+            h.segment, "/dev/zero (deleted)",
+            "not the SYSV interlock, not DSM"
+        );
         assert_eq!(h.page_size_kb, 4);
-        assert!(h.summary.starts_with("off: the main shared memory (/dev/zero (deleted), 143 MB) is on 4 kB pages"));
+        assert!(h.summary.starts_with(
+            "off: the main shared memory (/dev/zero (deleted), 143 MB) is on 4 kB pages"
+        ));
         assert!(h.summary.contains("huge_pages=on"));
     }
 
@@ -189,9 +201,15 @@ mod tests {
         assert_eq!(h.state, State::On);
         assert_eq!(h.segment, "/anon_hugepage (deleted)");
         assert_eq!(h.page_size_kb, 2048);
-        assert_eq!(h.summary, "on: the main shared memory (/anon_hugepage (deleted), 144 MB) uses 2048 kB pages");
+        assert_eq!(
+            h.summary,
+            "on: the main shared memory (/anon_hugepage (deleted), 144 MB) uses 2048 kB pages"
+        );
         let h = assess(&fixture("postmaster-sysv-hugetlb.smaps")).unwrap();
-        assert_eq!((h.state, h.segment.as_str()), (State::On, "/SYSV00000000 (deleted)"));
+        assert_eq!(
+            (h.state, h.segment.as_str()),
+            (State::On, "/SYSV00000000 (deleted)")
+        );
     }
 
     #[test]
@@ -199,16 +217,20 @@ mod tests {
         let h = assess(&fixture("postmaster-shmem-thp.smaps")).unwrap();
         assert_eq!(h.state, State::Partial);
         assert_eq!(h.thp_kb, 8192);
-        assert!(h.summary.contains("8192 kB of it on transparent huge pages"));
+        assert!(h
+            .summary
+            .contains("8192 kB of it on transparent huge pages"));
     }
 
     #[test]
     fn no_shared_memory_no_answer() {
         assert_eq!(assess(""), None);
-        let only_private = "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/x\nSize: 328 kB\n";
+        let only_private =
+            "00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/x\nSize: 328 kB\n";
         assert_eq!(assess(only_private), None);
         // A shared mapping of an ordinary file is not shared memory.
-        let file = "7f00-7f10 rw-s 00000000 08:02 1 /var/lib/x.db\nSize: 4096 kB\nKernelPageSize: 4 kB\n";
+        let file =
+            "7f00-7f10 rw-s 00000000 08:02 1 /var/lib/x.db\nSize: 4096 kB\nKernelPageSize: 4 kB\n";
         assert_eq!(assess(file), None);
     }
 }

@@ -409,7 +409,10 @@ mod tests {
             h.write("proc/sys/kernel/bpf_stats_enabled", "0\n");
             h.write("sys/kernel/btf/vmlinux", "");
             for tp in REQUIRED_TRACEPOINTS {
-                h.write(&format!("sys/kernel/tracing/events/{tp}/format"), "name: x\n");
+                h.write(
+                    &format!("sys/kernel/tracing/events/{tp}/format"),
+                    "name: x\n",
+                );
             }
             h
         }
@@ -431,11 +434,18 @@ mod tests {
             let d = format!("proc/{pid}");
             self.write(&format!("{d}/comm"), "postgres\n");
             self.write(&format!("{d}/cmdline"), &title.replace(' ', "\0"));
-            self.write(&format!("{d}/stat"), &format!("{pid} (postgres) S {ppid} 1"));
+            self.write(
+                &format!("{d}/stat"),
+                &format!("{pid} (postgres) S {ppid} 1"),
+            );
             symlink(cwd, self.root.join(&d).join("cwd")).unwrap();
             symlink(exe, self.root.join(&d).join("exe")).unwrap();
         }
-        fn check(&self, rseq: rseq::Probe, load: Option<&dyn Fn() -> Result<usize, String>>) -> CheckReport {
+        fn check(
+            &self,
+            rseq: rseq::Probe,
+            load: Option<&dyn Fn() -> Result<usize, String>>,
+        ) -> CheckReport {
             let version = |p: &Path| postgres::run_version(p);
             gather(
                 &self.root,
@@ -459,7 +469,13 @@ mod tests {
             );
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-            self.process(100, 1, "/usr/lib/postgresql/16/bin/postgres -D /data", &data, &bin);
+            self.process(
+                100,
+                1,
+                "/usr/lib/postgresql/16/bin/postgres -D /data",
+                &data,
+                &bin,
+            );
             self.process(101, 100, "postgres: checkpointer ", &data, &bin);
             self.process(102, 100, "postgres: u db [local] idle", &data, &bin);
             self.process(103, 100, "postgres: u db [local] UPDATE", &data, &bin);
@@ -494,7 +510,10 @@ mod tests {
         assert!(c.ok, "{c:#?}");
         assert_eq!(c.kernel.release, "7.0.1");
         assert_eq!(c.kernel.preempt_model, "voluntary");
-        assert_eq!(c.kernel.preempt_model_source, "/proc/config.gz (PREEMPT_DYNAMIC default)");
+        assert_eq!(
+            c.kernel.preempt_model_source,
+            "/proc/config.gz (PREEMPT_DYNAMIC default)"
+        );
         assert_eq!(c.rseq_slice_extension.supported, Some(false));
         assert_eq!(c.bpf_programs.status, Status::Ok);
         assert_eq!(c.clusters.len(), 1);
@@ -505,11 +524,18 @@ mod tests {
         assert!(cl.version_source.contains("--version"));
         assert_eq!((cl.processes, cl.client_backends), (4, 2));
         assert!(!cl.s_lock_probeable, "a shell script has no s_lock");
-        assert_eq!(cl.huge_pages.as_ref().unwrap().state, huge_pages::State::Off);
+        assert_eq!(
+            cl.huge_pages.as_ref().unwrap().state,
+            huge_pages::State::Off
+        );
         let text = render(&c);
         assert!(text.starts_with("pgpreempt check: tracing can work on this host\n"));
-        assert!(text.contains("preemption    voluntary (from /proc/config.gz (PREEMPT_DYNAMIC default))"));
-        assert!(text.contains("huge pages  WARNING: off: the main shared memory"), "{text}");
+        assert!(text
+            .contains("preemption    voluntary (from /proc/config.gz (PREEMPT_DYNAMIC default))"));
+        assert!(
+            text.contains("huge pages  WARNING: off: the main shared memory"),
+            "{text}"
+        );
         assert!(text.contains("pid 100, 4 processes, 2 client backends"));
         // The JSON form has the same facts.
         let v = serde_json::to_value(&c).unwrap();
@@ -527,7 +553,9 @@ mod tests {
         let cl = &c.clusters[0];
         assert_eq!(cl.huge_pages.as_ref().unwrap().state, huge_pages::State::On);
         assert_eq!(cl.version.as_deref(), Some("16"));
-        assert!(cl.version_source.starts_with(&format!("{}/PG_VERSION", data.display())));
+        assert!(cl
+            .version_source
+            .starts_with(&format!("{}/PG_VERSION", data.display())));
         let text = render(&c);
         assert!(text.contains("huge pages  on: the main shared memory (/anon_hugepage (deleted), 144 MB) uses 2048 kB pages"), "{text}");
         // Unreadable smaps: said, not guessed.
@@ -542,11 +570,17 @@ mod tests {
         // debugfs first, when readable.
         let h = Host::new();
         config_gz(&h, "CONFIG_PREEMPT_DYNAMIC=y\nCONFIG_PREEMPT_NONE=y\n");
-        h.write("sys/kernel/debug/sched/preempt", "none voluntary full (lazy)\n");
+        h.write(
+            "sys/kernel/debug/sched/preempt",
+            "none voluntary full (lazy)\n",
+        );
         h.write("proc/cmdline", "preempt=full\n");
         let c = h.check(rseq::Probe::Unknown, None);
         assert_eq!(
-            (c.kernel.preempt_model.as_str(), c.kernel.preempt_model_source.as_str()),
+            (
+                c.kernel.preempt_model.as_str(),
+                c.kernel.preempt_model_source.as_str()
+            ),
             ("lazy", "/sys/kernel/debug/sched/preempt")
         );
         // Then preempt= on the command line of a PREEMPT_DYNAMIC kernel.
@@ -557,15 +591,24 @@ mod tests {
         // Then the config's choice; /boot/config-<release> without /proc/config.gz.
         h.remove("proc/config.gz");
         h.write("proc/cmdline", "ro\n");
-        h.write("boot/config-7.0.1", "CONFIG_PREEMPT_RT=y\nCONFIG_RSEQ_SLICE_EXTENSION=y\n");
+        h.write(
+            "boot/config-7.0.1",
+            "CONFIG_PREEMPT_RT=y\nCONFIG_RSEQ_SLICE_EXTENSION=y\n",
+        );
         let c = h.check(rseq::Probe::Answered(0), None);
         assert_eq!(
-            (c.kernel.preempt_model.as_str(), c.kernel.preempt_model_source.as_str()),
+            (
+                c.kernel.preempt_model.as_str(),
+                c.kernel.preempt_model_source.as_str()
+            ),
             ("rt", "/boot/config-7.0.1")
         );
         assert_eq!(c.rseq_slice_extension.supported, Some(true));
         assert_eq!(c.rseq_slice_extension.enabled, Some(true));
-        assert!(c.rseq_slice_extension.supported_source.contains("/boot/config-7.0.1"));
+        assert!(c
+            .rseq_slice_extension
+            .supported_source
+            .contains("/boot/config-7.0.1"));
         // Nothing at all: unknown, said so.
         h.remove("boot");
         let c = h.check(rseq::Probe::Unknown, None);
@@ -616,7 +659,8 @@ mod tests {
 
         // Programs the verifier rejects.
         let h = Host::new();
-        let load = || -> Result<usize, String> { Err("loading the eBPF programs failed: x".into()) };
+        let load =
+            || -> Result<usize, String> { Err("loading the eBPF programs failed: x".into()) };
         let c = h.check(rseq::Probe::Unknown, Some(&load));
         assert!(!c.ok);
         assert_eq!(c.bpf_programs.status, Status::Fail);

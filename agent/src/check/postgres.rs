@@ -75,15 +75,26 @@ pub fn parse_version(line: &str) -> Option<String> {
 /// the uprobe attach does.
 pub fn find_symbol(binary: &Path, symbol: &str) -> Result<String, String> {
     use object::{Object, ObjectSymbol};
-    let data = std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
-    let file = object::File::parse(&*data)
-        .map_err(|e| format!("{} is not an ELF file the probes can use ({e})", binary.display()))?;
+    let data =
+        std::fs::read(binary).map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| {
+        format!(
+            "{} is not an ELF file the probes can use ({e})",
+            binary.display()
+        )
+    })?;
     let defined = |s: &object::Symbol| s.name() == Ok(symbol) && s.is_definition();
     if file.dynamic_symbols().any(|s| defined(&s)) {
-        return Ok(format!("{symbol} is exported (.dynsym) by {}", binary.display()));
+        return Ok(format!(
+            "{symbol} is exported (.dynsym) by {}",
+            binary.display()
+        ));
     }
     if file.symbols().any(|s| defined(&s)) {
-        return Ok(format!("{symbol} is in the symbol table of {}", binary.display()));
+        return Ok(format!(
+            "{symbol} is in the symbol table of {}",
+            binary.display()
+        ));
     }
     Err(format!(
         "{} has no {symbol} symbol: no spin metrics for this cluster",
@@ -156,10 +167,7 @@ pub fn find(proc_root: &Path, version_of: &dyn Fn(&Path) -> Option<String>) -> V
                 }
                 None => (
                     None,
-                    format!(
-                        "no shared memory segment found in {}",
-                        smaps_path.display()
-                    ),
+                    format!("no shared memory segment found in {}", smaps_path.display()),
                 ),
             },
             Err(e) => (None, format!("cannot read {}: {e}", smaps_path.display())),
@@ -192,7 +200,10 @@ mod tests {
             parse_version("postgres (PostgreSQL) 15.14 (Debian 15.14-0+deb12u1)").as_deref(),
             Some("15.14")
         );
-        assert_eq!(parse_version("postgres (PostgreSQL) 18.1").as_deref(), Some("18.1"));
+        assert_eq!(
+            parse_version("postgres (PostgreSQL) 18.1").as_deref(),
+            Some("18.1")
+        );
         assert_eq!(parse_version("bash, version 5"), None);
     }
 
@@ -206,7 +217,9 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let script = tmp.path().join("x.sh");
         std::fs::write(&script, "#!/bin/sh\n").unwrap();
-        assert!(find_symbol(&script, "s_lock").unwrap_err().contains("not an ELF file"));
+        assert!(find_symbol(&script, "s_lock")
+            .unwrap_err()
+            .contains("not an ELF file"));
         assert!(find_symbol(&tmp.path().join("none"), "s_lock")
             .unwrap_err()
             .starts_with("cannot read"));

@@ -155,7 +155,10 @@ mod tests {
     fn built_in_and_on_by_default() {
         let r = assess(Some((WITH, "/proc/config.gz")), "quiet", Probe::Unknown);
         assert_eq!(r.supported, Some(true));
-        assert_eq!(r.supported_source, "CONFIG_RSEQ_SLICE_EXTENSION=y in /proc/config.gz");
+        assert_eq!(
+            r.supported_source,
+            "CONFIG_RSEQ_SLICE_EXTENSION=y in /proc/config.gz"
+        );
         assert_eq!(r.enabled, Some(true));
         assert!(r.enabled_source.contains("on by default"));
         let r = assess(Some((WITH, "/proc/config.gz")), "quiet", Probe::Answered(0));
@@ -171,7 +174,10 @@ mod tests {
             Probe::Disabled,
         );
         assert_eq!((r.supported, r.enabled), (Some(true), Some(false)));
-        assert_eq!(r.enabled_source, "rseq_slice_ext=off on the kernel command line");
+        assert_eq!(
+            r.enabled_source,
+            "rseq_slice_ext=off on the kernel command line"
+        );
         // Without the option, the prctl's ENOTSUPP says the same.
         let r = assess(Some((WITH, "/boot/config-7.0.0")), "ro", Probe::Disabled);
         assert_eq!(r.enabled, Some(false));
@@ -179,11 +185,19 @@ mod tests {
 
     #[test]
     fn absent_from_the_config() {
-        let r = assess(Some((WITHOUT, "/proc/config.gz")), "rseq_slice_ext=1", Probe::Unknown);
+        let r = assess(
+            Some((WITHOUT, "/proc/config.gz")),
+            "rseq_slice_ext=1",
+            Probe::Unknown,
+        );
         assert_eq!((r.supported, r.enabled), (Some(false), Some(false)));
         assert!(r.supported_source.contains("is not set"));
         // A config that does not mention it at all (an older kernel): absent.
-        let r = assess(Some(("CONFIG_RSEQ=y\n", "/proc/config.gz")), "", Probe::Unknown);
+        let r = assess(
+            Some(("CONFIG_RSEQ=y\n", "/proc/config.gz")),
+            "",
+            Probe::Unknown,
+        );
         assert_eq!(r.supported, Some(false));
     }
 

@@ -321,7 +321,10 @@ mod tests {
                 },
                 programs: vec![],
                 diag: diag_counts,
-                spin_sites: vec![spin("/a", "XLogFlush", 3), spin("/b", "StrategyGetBuffer", 7)],
+                spin_sites: vec![
+                    spin("/a", "XLogFlush", 3),
+                    spin("/b", "StrategyGetBuffer", 7),
+                ],
                 uprobe_errors: 1,
             },
             processes: vec![

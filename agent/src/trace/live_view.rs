@@ -119,8 +119,7 @@ pub fn lines(
             .and_then(|h| h.quantile_bound(0.99))
     };
     types.sort_by(|a, b| {
-        rank(&b.figures, &a.figures, wake99(b), wake99(a))
-            .then(a.backend_type.cmp(&b.backend_type))
+        rank(&b.figures, &a.figures, wake99(b), wake99(a)).then(a.backend_type.cmp(&b.backend_type))
     });
     let mut bt = Table::new(&[
         ("BACKEND TYPE", Align::Left),
@@ -157,7 +156,8 @@ pub fn lines(
     }
     out.push((Style::Plain, String::new()));
 
-    let mean_wake = |f: &Figures| (f.wakeups > 0).then(|| f.wakeup_latency_seconds / f.wakeups as f64);
+    let mean_wake =
+        |f: &Figures| (f.wakeups > 0).then(|| f.wakeup_latency_seconds / f.wakeups as f64);
     let mut procs: Vec<_> = r
         .processes
         .iter()
@@ -330,7 +330,10 @@ mod tests {
         assert_eq!(progress_bar(s(11), s(10), 4), "[####]");
         assert_eq!(
             countdown(Duration::from_millis(4500), Some(s(15))),
-            format!("{} 4s of 15s, 11s left", progress_bar(Duration::from_millis(4500), s(15), 30))
+            format!(
+                "{} 4s of 15s, 11s left",
+                progress_bar(Duration::from_millis(4500), s(15), 30)
+            )
         );
         assert_eq!(countdown(s(7), None), "7s elapsed (until Ctrl-C)");
     }
@@ -377,7 +380,11 @@ mod tests {
             .iter()
             .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
             .collect();
-        assert_eq!(pids, vec![2, 4, 3, 1], "exited processes are not shown live");
+        assert_eq!(
+            pids,
+            vec![2, 4, 3, 1],
+            "exited processes are not shown live"
+        );
         assert!(text[heads + 1].ends_with("activity of 2"));
         // A short terminal drops process rows, never the header.
         let short = lines(&r, &info, 300, 9, &title);

@@ -48,9 +48,8 @@ pub enum TraceError {
 
 /// A session length: `30s`, `2m`, `1h`, `1m30s`, `500ms` (not zero).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("{s:?} is not a duration ({e}); write it like 30s, 2m or 1h")
-    })?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s, 2m or 1h"))?;
     if d.is_zero() {
         return Err(format!("{s:?}: the duration must be more than zero"));
     }
@@ -112,10 +111,11 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
         agent.attached_programs().len(),
         initial.len(),
         selection_text,
-        opts.duration.map_or("until Ctrl-C".to_string(), |d| format!(
-            "for {}",
-            humantime::format_duration(d)
-        ))
+        opts.duration
+            .map_or("until Ctrl-C".to_string(), |d| format!(
+                "for {}",
+                humantime::format_duration(d)
+            ))
     );
     let info = collect::SessionInfo {
         started_at,
@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         let e = parse_duration("abc").unwrap_err();
-        assert!(e.contains("\"abc\" is not a duration") && e.contains("30s"), "{e}");
+        assert!(
+            e.contains("\"abc\" is not a duration") && e.contains("30s"),
+            "{e}"
+        );
         assert!(parse_duration("10").is_err(), "a unit is required");
         assert!(parse_duration("0s").unwrap_err().contains("more than zero"));
         assert!(parse_duration("-5s").is_err());
@@ -284,7 +287,10 @@ mod tests {
         assert!(e.to_string().contains("no PostgreSQL is running"), "{e}");
         std::fs::write(data.join("postmaster.pid"), "999\n").unwrap();
         let e = resolve_cluster(&data, &procfs).unwrap_err();
-        assert!(e.to_string().contains("pid 999, which is not running"), "{e}");
+        assert!(
+            e.to_string().contains("pid 999, which is not running"),
+            "{e}"
+        );
         std::fs::write(data.join("postmaster.pid"), "4242\n/data\n").unwrap();
         // A path with `..` and a symlink resolves to the canonical directory.
         let link = tmp.path().join("link");
