@@ -47,9 +47,18 @@ pub struct Sample {
 pub fn sample(agent: &Agent, initial: &HashSet<u32>) -> Sample {
     let mut processes = Vec::new();
     for t in agent.tracker.procs.values() {
+        let mut class = t.class.clone();
+        // Settled titles are not re-read by the tracker: take the activity now.
+        if t.exited_at.is_none() {
+            if let Some(title) = agent.tracker.procfs.title(t.tgid) {
+                class.activity =
+                    crate::backend_type::parse_title(&title, class.backend_type == "postmaster")
+                        .activity;
+            }
+        }
         processes.push(ProcessSample {
             tgid: t.tgid,
-            class: t.class.clone(),
+            class,
             counters: agent.process_counters(t.tgid),
             exited: t.exited_at.is_some(),
             started_during_session: !initial.contains(&t.tgid),

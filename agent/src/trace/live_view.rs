@@ -81,7 +81,9 @@ pub fn lines(
     height: usize,
     activity: &dyn Fn(u32) -> Option<String>,
 ) -> Vec<(Style, String)> {
-    let d = info.elapsed.as_secs_f64().max(1e-3);
+    let d = info.elapsed.as_secs_f64();
+    // Rates need some time to mean anything: none in the first second.
+    let rate = |v: f64| if d < 1.0 { "-".to_string() } else { num(v / d) };
     let mut out = vec![
         (
             Style::Title,
@@ -102,10 +104,10 @@ pub fn lines(
     out.push((
         Style::Plain,
         format!(
-            "totals since start: {} processes, {} invol/s, preempted {:.1}% of a CPU, waiter delay {}, {} holder preemptions, spinning {}",
+            "totals since start: {} processes, {} invol/s, preempted {}% of a CPU, waiter delay {}, {} holder preemptions, spinning {}",
             r.processes.iter().filter(|p| !p.exited_during_session).count(),
-            num(t.involuntary_switches as f64 / d),
-            100.0 * t.preempted_seconds / d,
+            rate(t.involuntary_switches as f64),
+            rate(100.0 * t.preempted_seconds),
             secs(t.waiter_delay_seconds),
             t.holder_preemptions,
             secs(t.spin_seconds)
@@ -138,7 +140,7 @@ pub fn lines(
             b.processes.to_string(),
             secs(f.waiter_delay_seconds),
             f.holder_preemptions.to_string(),
-            num(f.involuntary_switches as f64 / d),
+            rate(f.involuntary_switches as f64),
             secs(f.preempted_seconds),
             wake99(b).map(secs).unwrap_or_else(|| "-".into()),
             secs(f.spin_seconds),
@@ -390,6 +392,17 @@ mod tests {
         let short = lines(&r, &info, 300, 9, &title);
         assert_eq!(short.len(), 9);
         assert!(short[0].1.starts_with("pgpreempt trace"));
+        // No rates before a second has passed.
+        let early = FrameInfo {
+            elapsed: Duration::from_millis(300),
+            ..info
+        };
+        let first = lines(&r, &early, 300, 100, &title);
+        assert!(
+            first[2].1.contains("- invol/s, preempted -% of a CPU"),
+            "{}",
+            first[2].1
+        );
         // A narrow one cuts lines.
         assert!(lines(&r, &info, 20, 100, &title)
             .iter()

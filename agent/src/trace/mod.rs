@@ -99,8 +99,10 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
         ..opts.config.clone()
     };
     let mut agent = Agent::start(&cfg)?;
-    let started = Instant::now();
-    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    // The session (and its duration) starts when the programs attached.
+    let started = agent.attached_at;
+    let started_at =
+        humantime::format_rfc3339_seconds(SystemTime::now() - started.elapsed()).to_string();
     let initial: HashSet<u32> = agent.tracker.procs.keys().copied().collect();
     let selection_text = match &cluster {
         Some(c) => format!("cluster {c}"),
