@@ -40,6 +40,8 @@ pub struct FrameInfo<'a> {
     pub duration: Option<Duration>,
     /// `--cluster`, or a description of the selection.
     pub selection: &'a str,
+    /// At most this many process rows (also limited by the height).
+    pub max_process_rows: usize,
 }
 
 /// A progress bar `[#####.....]` of `width` cells for `elapsed` of `total`.
@@ -175,7 +177,9 @@ pub fn lines(
         .then(a.pid.cmp(&b.pid))
     });
     // Room left: a column-heads line plus one line per process.
-    let room = height.saturating_sub(out.len() + 1);
+    let room = height
+        .saturating_sub(out.len() + 1)
+        .min(info.max_process_rows);
     procs.truncate(room);
     let mut pt = Table::new(&[
         ("PID", Align::Right),
@@ -252,14 +256,22 @@ impl Output {
         matches!(self, Output::Terminal(_))
     }
 
+    /// Process rows a frame shows at most.
+    pub fn max_process_rows(&self) -> usize {
+        match self {
+            Output::Terminal(_) => usize::MAX,
+            Output::Plain(_) => PLAIN_PROCESS_ROWS,
+        }
+    }
+
     /// (width, height) to draw in.
     pub fn size(&self) -> (usize, usize) {
         match self {
             Output::Terminal(_) => crossterm::terminal::size()
                 .map(|(w, h)| (w as usize, h as usize))
                 .unwrap_or((120, 40)),
-            // Plain frames: a fixed, readable shape.
-            Output::Plain(_) => (200, 8 + 20 + PLAIN_PROCESS_ROWS),
+            // Plain frames: wide lines; rows are capped by max_process_rows.
+            Output::Plain(_) => (200, usize::MAX),
         }
     }
 
@@ -368,6 +380,7 @@ mod tests {
             elapsed: Duration::from_secs(5),
             duration: Some(Duration::from_secs(10)),
             selection: "cluster /data",
+            max_process_rows: usize::MAX,
         };
         let title = |pid: u32| Some(format!("activity of {pid}"));
         let frame = lines(&r, &info, 300, 100, &title);
@@ -403,6 +416,12 @@ mod tests {
             "{}",
             first[2].1
         );
+        let capped = FrameInfo {
+            max_process_rows: 2,
+            ..info
+        };
+        let two = lines(&r, &capped, 300, 100, &title);
+        assert_eq!(two.len(), heads + 1 + 2);
         // A narrow one cuts lines.
         assert!(lines(&r, &info, 20, 100, &title)
             .iter()

@@ -151,6 +151,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 elapsed,
                 duration: opts.duration,
                 selection: &selection_text,
+                max_process_rows: out.max_process_rows(),
             },
             w,
             h,
