@@ -39,6 +39,8 @@ pub struct Agent {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub tracker: Tracker,
     pub kernel: KernelInfo,
+    /// When the programs were attached: counting starts here.
+    pub attached_at: std::time::Instant,
     refreshes: u64,
 }
 
@@ -119,6 +121,7 @@ impl Agent {
         let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
         tracker.scan(&mut maps);
         probes.attach()?;
+        let attached_at = std::time::Instant::now();
         tracker.scan(&mut maps);
         let mut agent = Agent {
             probes,
@@ -131,6 +134,7 @@ impl Agent {
             logger,
             tracker,
             kernel: KernelInfo::read(),
+            attached_at,
             refreshes: 0,
         };
         agent.attach_new_binaries();

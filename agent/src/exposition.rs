@@ -2,7 +2,7 @@
 //! (through the `prometheus` crate's encoder).
 use agent_common::{
     hist::{bucket_upper_ns, FINITE_BUCKETS},
-    stats::{counter, diag, hist_kind, Hist},
+    stats::{counter, hist_kind, Hist},
 };
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -248,14 +248,8 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         "pgpreempt_dropped_events_total",
         "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes.",
         MetricType::COUNTER,
-        [
-            ("task_map_full", diag::TASK_MAP_FULL),
-            ("process_map_full", diag::PROC_MAP_FULL),
-            ("process_events_lost", diag::EVENTS_LOST),
-            ("bad_group", diag::BAD_GROUP),
-            ("spin_sites_full", diag::SPIN_SITES_FULL),
-        ]
-        .iter()
+        crate::snapshot::DIAG_REASONS
+            .iter()
         .map(|&(r, i)| counter_metric(vec![label("reason", r)], s.diag[i] as f64))
         .collect(),
     ));
@@ -314,7 +308,7 @@ mod tests {
                 runs: 10,
                 run_ns: 1500,
             }],
-            diag: [0; diag::NUM],
+            diag: [0; agent_common::stats::diag::NUM],
             spin_sites: vec![crate::snapshot::SpinSite {
                 cluster: "/var/lib/pg".into(),
                 site: "StrategyGetBuffer".into(),

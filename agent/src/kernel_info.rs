@@ -1,5 +1,5 @@
 //! The kernel release and its preemption model, for `pgpreempt_kernel_info`.
-use std::{fs, io::Read};
+use std::{fs, io::Read, path::Path};
 
 /// The preemption model, and where it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,10 +17,15 @@ pub struct KernelInfo {
 
 impl KernelInfo {
     pub fn read() -> KernelInfo {
-        let release = fs::read_to_string("/proc/sys/kernel/osrelease")
+        KernelInfo::read_at(Path::new("/"))
+    }
+
+    /// The same, from a host tree under `root` (`/`, or a fixture in tests).
+    pub fn read_at(root: &Path) -> KernelInfo {
+        let release = fs::read_to_string(root.join("proc/sys/kernel/osrelease"))
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
-        let preempt = detect_preempt(&release);
+        let preempt = detect_preempt_at(root, &release);
         KernelInfo { release, preempt }
     }
 }
@@ -64,8 +69,10 @@ pub fn parse_config_preempt(config: &str) -> (Option<String>, bool) {
     (model.map(String::from), dynamic)
 }
 
-fn read_config(release: &str) -> Option<(String, String)> {
-    if let Ok(f) = fs::File::open("/proc/config.gz") {
+/// The kernel config and where it was read: `/proc/config.gz`, else
+/// `/boot/config-<release>` (under `root`).
+pub fn read_config_at(root: &Path, release: &str) -> Option<(String, String)> {
+    if let Ok(f) = fs::File::open(root.join("proc/config.gz")) {
         let mut s = String::new();
         if flate2::read::GzDecoder::new(f)
             .read_to_string(&mut s)
@@ -75,13 +82,20 @@ fn read_config(release: &str) -> Option<(String, String)> {
         }
     }
     let boot = format!("/boot/config-{release}");
-    fs::read_to_string(&boot).ok().map(|s| (s, boot))
+    fs::read_to_string(root.join(boot.trim_start_matches('/')))
+        .ok()
+        .map(|s| (s, boot))
 }
 
 /// Tries, in order: debugfs (the live mode), `preempt=` on the command line
 /// of a PREEMPT_DYNAMIC kernel, the kernel config's choice.
 pub fn detect_preempt(release: &str) -> PreemptModel {
-    if let Some(m) = fs::read_to_string("/sys/kernel/debug/sched/preempt")
+    detect_preempt_at(Path::new("/"), release)
+}
+
+/// [`detect_preempt`] on a host tree under `root`.
+pub fn detect_preempt_at(root: &Path, release: &str) -> PreemptModel {
+    if let Some(m) = fs::read_to_string(root.join("sys/kernel/debug/sched/preempt"))
         .ok()
         .and_then(|t| parse_debugfs_preempt(&t))
     {
@@ -90,13 +104,13 @@ pub fn detect_preempt(release: &str) -> PreemptModel {
             source: "/sys/kernel/debug/sched/preempt".into(),
         };
     }
-    let config = read_config(release);
+    let config = read_config_at(root, release);
     let (model, dynamic) = config
         .as_ref()
         .map(|(c, _)| parse_config_preempt(c))
         .unwrap_or((None, false));
     if dynamic || config.is_none() {
-        if let Some(m) = fs::read_to_string("/proc/cmdline")
+        if let Some(m) = fs::read_to_string(root.join("proc/cmdline"))
             .ok()
             .and_then(|c| parse_cmdline_preempt(&c))
         {

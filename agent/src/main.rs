@@ -1,10 +1,14 @@
 //! The `pgpreempt` command line.
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pgpreempt::{
+    check,
     config::{Config, DEFAULT_COMMS},
-    daemon,
+    daemon, diff,
+    report_json::Report,
+    trace::{self, TraceOptions},
 };
 
 /// The default metrics port. Prometheus's exporter range 9100-9999 is fully
@@ -29,6 +33,28 @@ struct Cli {
 enum Command {
     /// Run the exporter: trace PostgreSQL processes and serve Prometheus metrics.
     Run(RunArgs),
+    /// Can this host be traced? Kernel, preemption model, RSEQ slice
+    /// extension, BTF, tracefs, privileges, and every PostgreSQL cluster
+    /// (version, s_lock, huge pages). Exits 1 when tracing cannot work.
+    Check {
+        /// Print the same as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An on-demand trace session: a live view every second, then a report
+    /// (totals, histograms, top lock holders, top spin sites).
+    Trace(TraceArgs),
+    /// Compare two `trace --json` reports (e.g. before and after a kernel
+    /// upgrade): per second and per involuntary switch, largest change first.
+    Diff {
+        /// The report taken first (the baseline).
+        before: PathBuf,
+        /// The report to compare with it.
+        after: PathBuf,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The benchmark floor: a sched_switch program that only counts, until
     /// SIGINT or SIGTERM (used by `cargo xtask bench`).
     #[command(hide = true)]
@@ -52,6 +78,31 @@ struct RunArgs {
     #[arg(long)]
     bpf_stats: bool,
     /// Do not attach the s_lock uprobes (no spin metrics).
+    #[arg(long)]
+    no_uprobes: bool,
+    /// Capacity of the per-process map.
+    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES)]
+    max_processes: u32,
+    /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
+    #[arg(long)]
+    tracefs: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct TraceArgs {
+    /// How long to trace: 30s, 2m, 1h (default: until Ctrl-C).
+    #[arg(long, value_parser = trace::parse_duration)]
+    duration: Option<Duration>,
+    /// Only this cluster's processes (its data directory; it must be running).
+    #[arg(long, value_name = "DATADIR")]
+    cluster: Option<PathBuf>,
+    /// Write the report as JSON to FILE (`-`: print it instead of the
+    /// view and the text report).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Do not attach the s_lock uprobes (no spin figures).
     #[arg(long)]
     no_uprobes: bool,
     /// Capacity of the per-process map.
@@ -123,7 +174,8 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             // One line, the cause chain joined.
             let msg = format!("{e:#}").replace('\n', " ");
@@ -133,7 +185,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Command) -> anyhow::Result<()> {
+/// Ok(false): the command ran and its answer is "no" (check).
+fn run(cmd: Command) -> anyhow::Result<bool> {
     match cmd {
         Command::Run(a) => {
             let mut cfg = Config {
@@ -146,8 +199,48 @@ fn run(cmd: Command) -> anyhow::Result<()> {
                 ..Config::default()
             };
             a.select.apply(&mut cfg)?;
-            daemon::run(cfg, a.listen)
+            daemon::run(cfg, a.listen).map(|()| true)
         }
-        Command::Floor { btf } => daemon::floor(btf),
+        Command::Check { json } => check::run(json),
+        Command::Trace(a) => {
+            let mut cfg = Config {
+                max_processes: a.max_processes,
+                tracefs: a.tracefs,
+                uprobes: !a.no_uprobes,
+                ..Config::default()
+            };
+            a.select.apply(&mut cfg)?;
+            trace::run(TraceOptions {
+                config: cfg,
+                duration: a.duration,
+                cluster: a.cluster,
+                json: a.json,
+            })
+            .map(|()| true)
+        }
+        Command::Diff {
+            before,
+            after,
+            json,
+        } => {
+            let b = Report::read(&before)?;
+            let a = Report::read(&after)?;
+            let d = diff::compare(
+                &before.display().to_string(),
+                &b,
+                &after.display().to_string(),
+                &a,
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).context("printing the comparison")?
+                );
+            } else {
+                print!("{}", diff::render(&d));
+            }
+            Ok(true)
+        }
+        Command::Floor { btf } => daemon::floor(btf).map(|()| true),
     }
 }

@@ -156,12 +156,8 @@ impl Probes {
         })
     }
 
-    /// Loads and attaches one program (alone: the benchmark floor).
-    pub fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
-        let attach_error = |e: ProgramError| AgentError::Attach {
-            program: format!("{name} to {hook:?}"),
-            detail: format!("{e:#}"),
-        };
+    /// Loads one program into the kernel (the verifier checks it).
+    fn load_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
         let program = self
             .ebpf
             .program_mut(name)
@@ -177,14 +173,39 @@ impl Probes {
                         AgentError::KernelUnsupported(format!("reading the kernel's BTF: {e}"))
                     })?),
                 };
-                prog.load(tp, btf).map_err(|e| load_error(name, e))?;
+                prog.load(tp, btf).map_err(|e| load_error(name, e))
+            }
+            Hook::Tracepoint(..) => {
+                let prog: &mut TracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
+                prog.load().map_err(|e| load_error(name, e))
+            }
+        }
+    }
+
+    /// Loads and attaches one program (alone: the benchmark floor).
+    pub fn attach_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
+        self.load_one(name, hook)?;
+        let attach_error = |e: ProgramError| AgentError::Attach {
+            program: format!("{name} to {hook:?}"),
+            detail: format!("{e:#}"),
+        };
+        let program = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?;
+        match hook {
+            Hook::Btf(_) => {
+                let prog: &mut BtfTracePoint = program
+                    .try_into()
+                    .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
                 prog.attach().map_err(attach_error)?;
             }
             Hook::Tracepoint(category, tp, _) => {
                 let prog: &mut TracePoint = program
                     .try_into()
                     .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
-                prog.load().map_err(|e| load_error(name, e))?;
                 prog.attach(category, tp).map_err(attach_error)?;
             }
         }
@@ -192,22 +213,43 @@ impl Probes {
         Ok(())
     }
 
+    /// False for an optional tracepoint this kernel lacks.
+    fn on_this_kernel(&self, hook: Hook) -> bool {
+        match hook {
+            Hook::Tracepoint(category, tp, false) => {
+                self.tracefs.join("events").join(category).join(tp).exists()
+            }
+            _ => true,
+        }
+    }
+
     /// Loads into the kernel and attaches every program whose tracepoint
     /// exists. On error, whatever was attached is detached when `self` drops.
     pub fn attach(&mut self) -> Result<(), AgentError> {
         for &(name, hook) in PROGRAMS {
-            if let Hook::Tracepoint(category, tp, false) = hook {
-                if !self.tracefs.join("events").join(category).join(tp).exists() {
-                    log::debug!(
-                        "tracepoint {category}/{tp} not on this kernel; {name} not attached"
-                    );
-                    continue;
-                }
+            if !self.on_this_kernel(hook) {
+                log::debug!("{hook:?} not on this kernel; {name} not attached");
+                continue;
             }
             self.attach_one(name, hook)?;
         }
         self.btf = None; // only needed to load tp_btf programs
         Ok(())
+    }
+
+    /// Loads every program whose tracepoint exists into the kernel, so that
+    /// the verifier checks it, without attaching any (`pgpreempt check`).
+    /// Returns how many loaded; dropping `self` unloads them.
+    pub fn verify(&mut self) -> Result<usize, AgentError> {
+        let mut n = 0;
+        for &(name, hook) in PROGRAMS {
+            if self.on_this_kernel(hook) {
+                self.load_one(name, hook)?;
+                n += 1;
+            }
+        }
+        self.btf = None;
+        Ok(n)
     }
 }
 

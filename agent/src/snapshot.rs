@@ -54,6 +54,16 @@ pub fn is_zero(g: &GroupStats) -> bool {
         && g.hists.iter().all(|h| h.buckets.iter().all(|&b| b == 0))
 }
 
+/// The `reason` of each kernel-side health counter, as the metrics and
+/// trace reports name it.
+pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [
+    ("task_map_full", diag::TASK_MAP_FULL),
+    ("process_map_full", diag::PROC_MAP_FULL),
+    ("process_events_lost", diag::EVENTS_LOST),
+    ("bad_group", diag::BAD_GROUP),
+    ("spin_sites_full", diag::SPIN_SITES_FULL),
+];
+
 /// One program's cost, from the kernel's BPF statistics.
 #[derive(Debug, Clone)]
 pub struct ProgramStats {

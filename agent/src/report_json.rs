@@ -1,0 +1,414 @@
+//! The trace session report as JSON: what `pgpreempt trace --json FILE`
+//! writes and `pgpreempt diff` reads. Every field is documented in the
+//! README ("Trace sessions"); `*_seconds` fields are sums over the session.
+use std::{collections::BTreeMap, path::Path};
+
+use agent_common::{
+    hist::{bucket_upper_ns, FINITE_BUCKETS, HIST_BUCKETS},
+    stats::{counter, Counters, Hist},
+};
+use serde::{Deserialize, Serialize};
+
+/// Bumped when a field changes meaning or is removed (adding fields is fine).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub pgpreempt_version: String,
+    /// When the programs were attached, RFC 3339 UTC.
+    pub started_at: String,
+    /// From attach to the last read of the counters.
+    pub duration_seconds: f64,
+    pub kernel: KernelJson,
+    pub selection: Selection,
+    pub clusters: Vec<ClusterJson>,
+    /// Every traced event of the selection, including processes that could
+    /// not be listed one by one (see `processes`).
+    pub totals: Figures,
+    pub backend_types: Vec<BackendTypeJson>,
+    pub processes: Vec<ProcessJson>,
+    pub histograms: Vec<HistogramJson>,
+    pub spin_sites: Vec<SpinSiteJson>,
+    /// Events the kernel programs could not record, by reason (zero normally).
+    pub dropped_events: BTreeMap<String, u64>,
+    /// PostgreSQL binaries whose `s_lock` could not be probed.
+    pub uprobe_errors: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelJson {
+    pub release: String,
+    /// none, voluntary, full, lazy, rt or unknown.
+    pub preempt_model: String,
+    pub preempt_model_source: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    pub comms: Vec<String>,
+    pub pids: Vec<u32>,
+    /// `--cluster`, as a canonical data directory.
+    pub cluster: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterJson {
+    /// The cluster label: the data directory, or `pid:<parent>`.
+    pub cluster: String,
+    pub postmaster_pid: Option<u32>,
+    /// Major version from the data directory's `PG_VERSION`, if readable.
+    pub version: Option<String>,
+    /// Processes of this cluster in `processes`.
+    pub processes: u64,
+}
+
+/// The figures kept per process, per backend type and in total. Counts are
+/// events; `*_seconds` are sums of durations over the session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub voluntary_switches: u64,
+    pub involuntary_switches: u64,
+    /// Completed preemptions (involuntary switch-out until running again).
+    pub preemptions: u64,
+    pub preempted_seconds: f64,
+    pub wakeups: u64,
+    pub wakeup_latency_seconds: f64,
+    pub futex_waits: u64,
+    pub futex_wait_seconds: f64,
+    pub futex_wakes: u64,
+    pub holder_preemptions: u64,
+    pub holder_preempted_seconds: f64,
+    pub waiter_delay_seconds: f64,
+    pub holder_history_overflows: u64,
+    pub spins: u64,
+    pub spin_seconds: f64,
+    pub spin_delays: u64,
+    pub spinner_preemptions: u64,
+}
+
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+impl Figures {
+    pub fn from_counters(c: &Counters) -> Figures {
+        let v = |i: usize| c.v[i];
+        Figures {
+            voluntary_switches: v(counter::VOLUNTARY_SWITCHES),
+            involuntary_switches: v(counter::INVOLUNTARY_SWITCHES),
+            preemptions: v(counter::PREEMPTIONS),
+            preempted_seconds: secs(v(counter::PREEMPTED_NS)),
+            wakeups: v(counter::WAKEUPS),
+            wakeup_latency_seconds: secs(v(counter::WAKEUP_LATENCY_NS)),
+            futex_waits: v(counter::FUTEX_WAITS),
+            futex_wait_seconds: secs(v(counter::FUTEX_WAIT_NS)),
+            futex_wakes: v(counter::FUTEX_WAKES),
+            holder_preemptions: v(counter::HOLDER_PREEMPTIONS),
+            holder_preempted_seconds: secs(v(counter::HOLDER_PREEMPTED_NS)),
+            waiter_delay_seconds: secs(v(counter::WAITER_DELAY_NS)),
+            holder_history_overflows: v(counter::HISTORY_OVERFLOWS),
+            spins: v(counter::SPINS),
+            spin_seconds: secs(v(counter::SPIN_NS)),
+            spin_delays: v(counter::SPIN_DELAYS),
+            spinner_preemptions: v(counter::SPINNER_PREEMPTIONS),
+        }
+    }
+
+    /// Run-queue time: preempted plus wakeup latency (schedstat's run_delay).
+    pub fn run_queue_seconds(&self) -> f64 {
+        self.preempted_seconds + self.wakeup_latency_seconds
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendTypeJson {
+    pub cluster: String,
+    pub backend_type: String,
+    /// Processes of this type in `processes`.
+    pub processes: u64,
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// This type's `preempted_seconds`, `wakeup_latency_seconds` and
+    /// `futex_wait_seconds` histograms.
+    pub histograms: Vec<HistogramJson>,
+}
+
+impl BackendTypeJson {
+    pub fn histogram(&self, name: &str) -> Option<&HistogramJson> {
+        self.histograms.iter().find(|h| h.name == name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessJson {
+    pub pid: u32,
+    pub cluster: String,
+    pub backend_type: String,
+    /// The activity in its process title when last read.
+    pub activity: String,
+    /// Not running yet when the session started.
+    pub started_during_session: bool,
+    /// Exited before the session ended (its final counters are kept).
+    pub exited_during_session: bool,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// A log2 histogram: `counts[i]` observations fell in
+/// `(upper_bounds_seconds[i-1], upper_bounds_seconds[i]]`; the last bound
+/// is null (+Inf).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramJson {
+    pub name: String,
+    pub upper_bounds_seconds: Vec<Option<f64>>,
+    pub counts: Vec<u64>,
+    pub sum_seconds: f64,
+}
+
+impl HistogramJson {
+    pub fn from_hist(name: &str, h: &Hist) -> HistogramJson {
+        HistogramJson {
+            name: name.to_string(),
+            upper_bounds_seconds: (0..HIST_BUCKETS)
+                .map(|i| (i < FINITE_BUCKETS).then(|| secs(bucket_upper_ns(i))))
+                .collect(),
+            counts: h.buckets.to_vec(),
+            sum_seconds: secs(h.sum_ns),
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (None if empty;
+    /// `Some(f64::INFINITY)` in the overflow bucket).
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        quantile_bound(&self.upper_bounds_seconds, &self.counts, q)
+    }
+}
+
+/// The upper bound of the bucket that holds quantile `q` of `counts`.
+pub fn quantile_bound(bounds: &[Option<f64>], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = (q * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (b, c) in bounds.iter().zip(counts) {
+        seen += c;
+        if seen >= want {
+            return Some(b.unwrap_or(f64::INFINITY));
+        }
+    }
+    Some(f64::INFINITY)
+}
+
+/// Contended spinlock acquisitions (`s_lock` calls) at one call site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpinSiteJson {
+    pub cluster: String,
+    pub site: String,
+    pub count: u64,
+    pub seconds: f64,
+    /// Sleeps taken while spinning.
+    pub delays: u64,
+}
+
+/// Why a report could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a pgpreempt trace report: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} is a report of schema version {found}; this pgpreempt reads version {SCHEMA_VERSION}")]
+    Version { path: String, found: u32 },
+}
+
+impl Report {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    pub fn from_json(text: &str) -> Result<Report, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    pub fn read(path: &Path) -> Result<Report, ReadError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ReadError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let r = Report::from_json(&text).map_err(|source| ReadError::Parse {
+            path: shown.clone(),
+            source,
+        })?;
+        if r.schema_version != SCHEMA_VERSION {
+            return Err(ReadError::Version {
+                path: shown,
+                found: r.schema_version,
+            });
+        }
+        Ok(r)
+    }
+
+    pub fn histogram(&self, name: &str) -> Option<&HistogramJson> {
+        self.histograms.iter().find(|h| h.name == name)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small report with every kind of entry, for the tests here and in diff.
+    pub(crate) fn sample(duration: f64, scale: f64) -> Report {
+        let mut c = Counters::zeroed();
+        for (i, v) in c.v.iter_mut().enumerate().take(counter::USED) {
+            *v = ((i as u64 + 1) * 1_000_003) * scale as u64;
+        }
+        let f = Figures::from_counters(&c);
+        let mut h = Hist {
+            buckets: [0; HIST_BUCKETS],
+            sum_ns: 123_456_789,
+        };
+        h.buckets[3] = 10;
+        h.buckets[HIST_BUCKETS - 1] = 1;
+        Report {
+            schema_version: SCHEMA_VERSION,
+            pgpreempt_version: "0.1.0".into(),
+            started_at: "2026-11-24T05:00:00Z".into(),
+            duration_seconds: duration,
+            kernel: KernelJson {
+                release: "6.18.0".into(),
+                preempt_model: "none".into(),
+                preempt_model_source: "/proc/config.gz".into(),
+            },
+            selection: Selection {
+                comms: vec!["postgres".into()],
+                pids: vec![],
+                cluster: Some("/data".into()),
+            },
+            clusters: vec![ClusterJson {
+                cluster: "/data".into(),
+                postmaster_pid: Some(10),
+                version: Some("15".into()),
+                processes: 1,
+            }],
+            totals: f,
+            backend_types: vec![BackendTypeJson {
+                cluster: "/data".into(),
+                backend_type: "client backend".into(),
+                processes: 1,
+                figures: f,
+                histograms: vec![HistogramJson::from_hist("preempted_seconds", &h)],
+            }],
+            processes: vec![ProcessJson {
+                pid: 11,
+                cluster: "/data".into(),
+                backend_type: "client backend".into(),
+                activity: "UPDATE".into(),
+                started_during_session: true,
+                exited_during_session: false,
+                figures: f,
+            }],
+            histograms: vec![HistogramJson::from_hist("preempted_seconds", &h)],
+            spin_sites: vec![SpinSiteJson {
+                cluster: "/data".into(),
+                site: "StrategyGetBuffer".into(),
+                count: 3,
+                seconds: 0.000_123_4,
+                delays: 1,
+            }],
+            dropped_events: [("task_map_full".to_string(), 0)].into_iter().collect(),
+            uprobe_errors: 0,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json_exactly() {
+        let r = sample(10.25, 1.0);
+        let text = r.to_json();
+        let back = Report::from_json(&text).unwrap();
+        assert_eq!(back, r);
+        // The schema the README promises, by name.
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["duration_seconds"], 10.25);
+        assert_eq!(v["kernel"]["release"], "6.18.0");
+        assert_eq!(v["kernel"]["preempt_model"], "none");
+        let p = &v["processes"][0];
+        for k in [
+            "pid",
+            "cluster",
+            "backend_type",
+            "voluntary_switches",
+            "involuntary_switches",
+            "preempted_seconds",
+            "wakeups",
+            "wakeup_latency_seconds",
+            "futex_waits",
+            "futex_wait_seconds",
+            "holder_preemptions",
+            "holder_preempted_seconds",
+            "waiter_delay_seconds",
+            "spins",
+            "spin_seconds",
+        ] {
+            assert!(!p[k].is_null(), "process field {k} missing");
+        }
+        assert_eq!(p["involuntary_switches"], 2_000_006);
+        assert!((p["preempted_seconds"].as_f64().unwrap() - 0.004000012).abs() < 1e-12);
+        let h = &v["histograms"][0];
+        assert_eq!(h["name"], "preempted_seconds");
+        assert_eq!(h["upper_bounds_seconds"][0], 1e-6);
+        assert!(h["upper_bounds_seconds"][HIST_BUCKETS - 1].is_null());
+        assert_eq!(h["counts"][3], 10);
+        for k in ["cluster", "site", "count", "seconds", "delays"] {
+            assert!(!v["spin_sites"][0][k].is_null(), "spin site field {k}");
+        }
+    }
+
+    #[test]
+    fn reading_reports_bad_files_in_one_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("missing.json");
+        let e = Report::read(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot read ") && e.contains("missing.json"),
+            "{e}"
+        );
+        let bad = tmp.path().join("bad.json");
+        std::fs::write(&bad, "{\"duration_seconds\": 3}").unwrap();
+        let e = Report::read(&bad).unwrap_err().to_string();
+        assert!(e.contains("is not a pgpreempt trace report"), "{e}");
+        assert!(!e.contains('\n'));
+        let mut r = sample(1.0, 1.0);
+        r.schema_version = 99;
+        let old = tmp.path().join("v99.json");
+        std::fs::write(&old, r.to_json()).unwrap();
+        let e = Report::read(&old).unwrap_err().to_string();
+        assert!(e.contains("schema version 99"), "{e}");
+    }
+
+    #[test]
+    fn quantile_bounds() {
+        let b = [Some(1.0), Some(2.0), None];
+        assert_eq!(quantile_bound(&b, &[0, 0, 0], 0.99), None);
+        assert_eq!(quantile_bound(&b, &[99, 1, 0], 0.99), Some(1.0));
+        assert_eq!(quantile_bound(&b, &[98, 2, 0], 0.99), Some(2.0));
+        assert_eq!(quantile_bound(&b, &[1, 0, 1], 0.99), Some(f64::INFINITY));
+        assert_eq!(quantile_bound(&b, &[0, 5, 0], 0.5), Some(2.0));
+    }
+}

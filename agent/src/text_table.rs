@@ -1,0 +1,148 @@
+//! Plain-text tables and number formats shared by the trace view, the
+//! trace report, `diff` and `check`.
+
+/// Column alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A table with a header row; columns are two spaces apart, widths fit the
+/// widest cell. Character counts, not bytes, so `µs` lines up.
+pub struct Table {
+    headers: Vec<String>,
+    align: Vec<Align>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(columns: &[(&str, Align)]) -> Table {
+        Table {
+            headers: columns.iter().map(|c| c.0.to_string()).collect(),
+            align: columns.iter().map(|c| c.1).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        debug_assert_eq!(cells.len(), self.headers.len());
+        self.rows.push(cells);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The lines, each at most `max_width` characters (cut at the end).
+    pub fn lines(&self, max_width: usize) -> Vec<String> {
+        let n = self.headers.len();
+        let mut w = vec![0usize; n];
+        for r in std::iter::once(&self.headers).chain(self.rows.iter()) {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let fmt = |r: &Vec<String>| {
+            let mut s = String::new();
+            for (i, c) in r.iter().enumerate() {
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                let pad = w[i] - c.chars().count();
+                let last = i + 1 == n;
+                match self.align[i] {
+                    Align::Right => {
+                        s.push_str(&" ".repeat(pad));
+                        s.push_str(c);
+                    }
+                    Align::Left => {
+                        s.push_str(c);
+                        if !last {
+                            s.push_str(&" ".repeat(pad));
+                        }
+                    }
+                }
+            }
+            cut(s.trim_end(), max_width)
+        };
+        std::iter::once(&self.headers)
+            .chain(self.rows.iter())
+            .map(fmt)
+            .collect()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = self.lines(usize::MAX).join("\n");
+        s.push('\n');
+        s
+    }
+}
+
+/// The first `max` characters of `s`.
+pub fn cut(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// A duration in seconds, in the unit that reads best: `812ns`, `56µs`,
+/// `12.3ms`, `4.56s`.
+pub fn secs(s: f64) -> String {
+    if s.is_infinite() {
+        return ">8.4s".into();
+    }
+    let a = s.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a < 1e-6 {
+        format!("{:.0}ns", s * 1e9)
+    } else if a < 1e-3 {
+        format!("{:.0}µs", s * 1e6)
+    } else if a < 1.0 {
+        format!("{:.1}ms", s * 1e3)
+    } else {
+        format!("{s:.2}s")
+    }
+}
+
+/// A rate or count with at most three significant decimals.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.2e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let mut t = Table::new(&[("name", Align::Left), ("µs", Align::Right)]);
+        t.row(vec!["a".into(), "1".into()]);
+        t.row(vec!["longer".into(), "1234".into()]);
+        assert_eq!(t.render(), "name      µs\na          1\nlonger  1234\n");
+        assert_eq!(t.lines(6)[2], "longer");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(secs(0.0), "0");
+        assert_eq!(secs(5e-7), "500ns");
+        assert_eq!(secs(5.6e-5), "56µs");
+        assert_eq!(secs(0.0123), "12.3ms");
+        assert_eq!(secs(4.561), "4.56s");
+        assert_eq!(num(1234.4), "1234");
+        assert_eq!(num(12.34), "12.3");
+        assert_eq!(num(0.5), "0.50");
+        assert_eq!(num(0.001), "1.00e-3");
+    }
+}

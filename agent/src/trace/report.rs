@@ -1,0 +1,309 @@
+//! The report printed when a trace session ends: totals, log2 histograms,
+//! backend types, the top lock holders and the top spin sites.
+use std::fmt::Write;
+
+use crate::{
+    report_json::{Figures, ProcessJson, Report},
+    text_histogram,
+    text_table::{num, secs, Align, Table},
+};
+
+/// Rows in the "top" tables.
+pub const TOP: usize = 10;
+
+/// The lock holders whose preemption held waiters up the longest: by
+/// holder-preempted time, then holder preemptions, then the waiting they
+/// caused as waiters themselves.
+pub fn top_lock_holders(r: &Report, n: usize) -> Vec<&ProcessJson> {
+    let mut v: Vec<&ProcessJson> = r
+        .processes
+        .iter()
+        .filter(|p| p.figures.holder_preemptions > 0)
+        .collect();
+    v.sort_by(|a, b| {
+        let (fa, fb) = (&a.figures, &b.figures);
+        fb.holder_preempted_seconds
+            .total_cmp(&fa.holder_preempted_seconds)
+            .then(fb.holder_preemptions.cmp(&fa.holder_preemptions))
+            .then(a.pid.cmp(&b.pid))
+    });
+    v.truncate(n);
+    v
+}
+
+fn totals_lines(f: &Figures, d: f64, out: &mut String) {
+    let per_s = |v: f64| num(v / d);
+    let _ = writeln!(
+        out,
+        "  context switches      {} involuntary ({}/s), {} voluntary ({}/s)",
+        f.involuntary_switches,
+        per_s(f.involuntary_switches as f64),
+        f.voluntary_switches,
+        per_s(f.voluntary_switches as f64)
+    );
+    let _ = writeln!(
+        out,
+        "  preempted             {} on run queues after {} preemptions ({:.1}% of one CPU)",
+        secs(f.preempted_seconds),
+        f.preemptions,
+        100.0 * f.preempted_seconds / d
+    );
+    let _ = writeln!(
+        out,
+        "  wakeup latency        {} over {} wakeups (mean {})",
+        secs(f.wakeup_latency_seconds),
+        f.wakeups,
+        mean(f.wakeup_latency_seconds, f.wakeups)
+    );
+    let _ = writeln!(
+        out,
+        "  futex (lock) waits    {} waits, {} blocked; {} wakes",
+        f.futex_waits,
+        secs(f.futex_wait_seconds),
+        f.futex_wakes
+    );
+    let share = if f.futex_wait_seconds > 0.0 {
+        format!(
+            ", {:.1}% of all futex waiting",
+            100.0 * f.waiter_delay_seconds / f.futex_wait_seconds
+        )
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "  lock holders          {} preempted while others waited ({}/s), {} preempted; waiting they caused: {}{}",
+        f.holder_preemptions,
+        per_s(f.holder_preemptions as f64),
+        secs(f.holder_preempted_seconds),
+        secs(f.waiter_delay_seconds),
+        share
+    );
+    let _ = writeln!(
+        out,
+        "  spinlocks (s_lock)    {} contended acquisitions, {} spinning, {} sleeps, {} spinner preemptions",
+        f.spins,
+        secs(f.spin_seconds),
+        f.spin_delays,
+        f.spinner_preemptions
+    );
+}
+
+fn mean(total: f64, n: u64) -> String {
+    if n == 0 {
+        "-".into()
+    } else {
+        secs(total / n as f64)
+    }
+}
+
+fn p99(h: Option<&crate::report_json::HistogramJson>) -> String {
+    h.and_then(|h| h.quantile_bound(0.99))
+        .map(secs)
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The whole report as text.
+pub fn render(r: &Report) -> String {
+    let d = r.duration_seconds.max(1e-9);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pgpreempt trace: {:.1} s from {}, Linux {} (preemption model {}, from {})",
+        r.duration_seconds,
+        r.started_at,
+        r.kernel.release,
+        r.kernel.preempt_model,
+        r.kernel.preempt_model_source
+    );
+    if r.clusters.is_empty() {
+        let _ = writeln!(out, "no PostgreSQL process was traced");
+    }
+    for c in &r.clusters {
+        let _ = writeln!(
+            out,
+            "cluster {}: PostgreSQL {}, postmaster {}, {} processes traced",
+            c.cluster,
+            c.version.as_deref().unwrap_or("(version unknown)"),
+            c.postmaster_pid
+                .map_or("not seen".to_string(), |p| p.to_string()),
+            c.processes
+        );
+    }
+    let exited = r
+        .processes
+        .iter()
+        .filter(|p| p.exited_during_session)
+        .count();
+    let started = r
+        .processes
+        .iter()
+        .filter(|p| p.started_during_session)
+        .count();
+    let _ = writeln!(
+        out,
+        "{} processes ({} started and {} exited during the session)\n\ntotals",
+        r.processes.len(),
+        started,
+        exited
+    );
+    totals_lines(&r.totals, d, &mut out);
+
+    let mut t = Table::new(&[
+        ("cluster", Align::Left),
+        ("backend type", Align::Left),
+        ("procs", Align::Right),
+        ("waiter delay", Align::Right),
+        ("holder preempt", Align::Right),
+        ("invol/s", Align::Right),
+        ("preempted", Align::Right),
+        ("preempt p99", Align::Right),
+        ("wake p99", Align::Right),
+        ("futex wait", Align::Right),
+        ("spin", Align::Right),
+    ]);
+    let mut types: Vec<_> = r.backend_types.iter().collect();
+    types.sort_by(|a, b| {
+        crate::trace::live_view::rank(&b.figures, &a.figures, None, None)
+            .then(a.backend_type.cmp(&b.backend_type))
+    });
+    for b in types {
+        let f = &b.figures;
+        t.row(vec![
+            b.cluster.clone(),
+            b.backend_type.clone(),
+            b.processes.to_string(),
+            secs(f.waiter_delay_seconds),
+            f.holder_preemptions.to_string(),
+            num(f.involuntary_switches as f64 / d),
+            secs(f.preempted_seconds),
+            p99(b.histogram("preempted_seconds")),
+            p99(b.histogram("wakeup_latency_seconds")),
+            secs(f.futex_wait_seconds),
+            secs(f.spin_seconds),
+        ]);
+    }
+    let _ = write!(out, "\nby backend type\n{}", t.render());
+
+    out.push_str("\nhistograms (log2 buckets, over the session)\n");
+    for h in &r.histograms {
+        out.push('\n');
+        out.push_str(&text_histogram::draw(h));
+    }
+
+    let holders = top_lock_holders(r, TOP);
+    out.push_str("\ntop lock holders (preempted while others waited on them; longest first)\n");
+    if holders.is_empty() {
+        out.push_str("  none: no lock holder was preempted while another process waited for it\n");
+    } else {
+        let mut t = Table::new(&[
+            ("pid", Align::Right),
+            ("backend type", Align::Left),
+            ("holder preemptions", Align::Right),
+            ("holder preempted", Align::Right),
+            ("invol", Align::Right),
+            ("exited", Align::Left),
+            ("activity", Align::Left),
+        ]);
+        for p in holders {
+            t.row(vec![
+                p.pid.to_string(),
+                p.backend_type.clone(),
+                p.figures.holder_preemptions.to_string(),
+                secs(p.figures.holder_preempted_seconds),
+                p.figures.involuntary_switches.to_string(),
+                if p.exited_during_session { "yes" } else { "" }.into(),
+                p.activity.clone(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+
+    out.push_str("\ntop spin sites (contended s_lock calls; most time first)\n");
+    let mut sites: Vec<_> = r.spin_sites.iter().collect();
+    sites.sort_by(|a, b| {
+        b.seconds
+            .total_cmp(&a.seconds)
+            .then(b.count.cmp(&a.count))
+            .then(a.site.cmp(&b.site))
+    });
+    sites.truncate(TOP);
+    if sites.is_empty() {
+        let why = if r.uprobe_errors > 0 {
+            "none recorded, and s_lock could not be probed in some binaries (see the log)"
+        } else {
+            "none: no contended spinlock"
+        };
+        let _ = writeln!(out, "  {why}");
+    } else {
+        let mut t = Table::new(&[
+            ("cluster", Align::Left),
+            ("site", Align::Left),
+            ("count", Align::Right),
+            ("time", Align::Right),
+            ("mean", Align::Right),
+            ("sleeps", Align::Right),
+        ]);
+        for s in sites {
+            t.row(vec![
+                s.cluster.clone(),
+                s.site.clone(),
+                s.count.to_string(),
+                secs(s.seconds),
+                mean(s.seconds, s.count),
+                s.delays.to_string(),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+
+    let dropped: Vec<String> = r
+        .dropped_events
+        .iter()
+        .filter(|(_, &v)| v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if !dropped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nwarning: events the kernel programs could not record: {} (figures are undercounted)",
+            dropped.join(", ")
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report_json::tests::sample;
+
+    #[test]
+    fn renders_every_section() {
+        let mut r = sample(10.0, 1.0);
+        let mut other = r.processes[0].clone();
+        other.pid = 99;
+        other.figures.holder_preempted_seconds = 100.0;
+        other.exited_during_session = true;
+        r.processes.push(other);
+        let text = render(&r);
+        for want in [
+            "pgpreempt trace: 10.0 s from 2026-11-24T05:00:00Z, Linux 6.18.0 (preemption model none",
+            "cluster /data: PostgreSQL 15, postmaster 10, 1 processes traced",
+            "2 processes (2 started and 1 exited during the session)",
+            "by backend type",
+            "preempted_seconds: 11 observations",
+            "top lock holders",
+            "StrategyGetBuffer",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // The exited process held waiters up longest: it comes first.
+        let holders = top_lock_holders(&r, 10);
+        assert_eq!(holders[0].pid, 99);
+        assert_eq!(holders[1].pid, 11);
+        assert!(!text.contains("warning: events"));
+        r.dropped_events.insert("task_map_full".into(), 3);
+        assert!(render(&r).contains("task_map_full 3"));
+    }
+}

@@ -1,0 +1,208 @@
+//! `pgpreempt check`, `trace` and `diff` as commands: `check` on this host
+//! against a scratch cluster (huge pages off), and bad input: one line, a
+//! non-zero exit, no panic and nothing left attached.
+mod common;
+
+use std::process::{Command, Output};
+
+use common::postgres::Cluster;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgpreempt");
+
+/// Our programs loaded right now (tracepoints and the s_lock uprobes).
+fn ours() -> usize {
+    common::loaded_tracing_programs()
+        .iter()
+        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
+        .count()
+}
+
+/// Runs the binary: it must fail with one line on stderr, exit `code`, and
+/// leave no program loaded. Returns the line.
+fn fails(args: &[&str], code: i32) -> String {
+    let before = ours();
+    let out: Output = Command::new(BIN).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: want one line, got:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(ours(), before, "{args:?} left BPF programs attached");
+    err
+}
+
+#[test]
+fn check_finds_a_scratch_cluster_on_this_host() {
+    common::require_root();
+    // huge_pages=off: the answer does not depend on this host's reservations.
+    let pg = Cluster::start(&["huge_pages=off"]);
+    let datadir = pg.data().canonicalize().unwrap().display().to_string();
+    let before = ours();
+    let out = Command::new(BIN).arg("check").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(ours(), before, "check leaves nothing loaded");
+    assert!(
+        text.starts_with("pgpreempt check: tracing can work on this host"),
+        "{text}"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert!(
+        text.contains(&format!("kernel        {}", release.trim())),
+        "{text}"
+    );
+    assert!(text.contains("BPF programs  ok: "), "{text}");
+    assert!(text.contains(&format!("  {datadir}\n")), "{text}");
+    assert!(
+        text.contains(&format!("pid {}, ", pg.postmaster_pid())),
+        "{text}"
+    );
+    assert!(text.contains("huge pages  WARNING: off: "), "{text}");
+    assert!(
+        text.contains("s_lock      probe-able: s_lock is exported"),
+        "{text}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["kernel"]["release"], release.trim());
+    assert!(["none", "voluntary", "full", "lazy", "rt", "unknown"]
+        .contains(&v["kernel"]["preempt_model"].as_str().unwrap()));
+    let cl = v["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["data_directory"] == datadir.as_str())
+        .expect("the scratch cluster is found");
+    assert_eq!(cl["postmaster_pid"], pg.postmaster_pid());
+    assert_eq!(cl["huge_pages"]["state"], "off");
+    assert_eq!(cl["s_lock_probeable"], true);
+    let pg_version = std::fs::read_to_string(pg.data().join("PG_VERSION")).unwrap();
+    assert!(
+        cl["version"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}.", pg_version.trim())),
+        "{cl}"
+    );
+    assert!(
+        cl["processes"].as_u64().unwrap() >= 4,
+        "postmaster and auxiliaries"
+    );
+}
+
+#[test]
+fn check_without_privileges_exits_non_zero() {
+    common::require_root();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "check",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("pgpreempt check: tracing CANNOT work"),
+        "{text}"
+    );
+    assert!(
+        text.contains("privileges    FAILED: missing CAP_BPF"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_trace_input_is_one_line() {
+    common::require_root();
+    let e = fails(&["trace", "--duration", "abc"], 2);
+    assert!(e.contains("\"abc\" is not a duration"), "{e}");
+    fails(&["trace", "--duration", "0s"], 2);
+    let e = fails(
+        &["trace", "--duration", "5s", "--cluster", "/nonexistent"],
+        1,
+    );
+    assert_eq!(
+        e.trim_end(),
+        "pgpreempt: --cluster /nonexistent: no such directory"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let e = fails(
+        &[
+            "trace",
+            "--duration",
+            "5s",
+            "--cluster",
+            tmp.path().to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(e.contains("no PostgreSQL is running there"), "{e}");
+    let e = fails(
+        &[
+            "trace",
+            "--duration",
+            "5s",
+            "--json",
+            "/nonexistent/dir/r.json",
+        ],
+        1,
+    );
+    assert!(
+        e.contains("--json /nonexistent/dir/r.json: cannot write there"),
+        "{e}"
+    );
+    let e = fails(&["trace", "--comm", "a-name-longer-than-15"], 2);
+    assert!(e.contains("1 to 15 bytes"), "{e}");
+}
+
+#[test]
+fn bad_diff_input_is_one_line() {
+    common::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.json");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, "{ not json").unwrap();
+    let other = tmp.path().join("other.json");
+    std::fs::write(&other, "{\"hello\": 1}").unwrap();
+    let e = fails(
+        &["diff", missing.to_str().unwrap(), bad.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        e.contains("cannot read") && e.contains("missing.json"),
+        "{e}"
+    );
+    let e = fails(&["diff", bad.to_str().unwrap(), bad.to_str().unwrap()], 1);
+    assert!(
+        e.contains("bad.json is not a pgpreempt trace report"),
+        "{e}"
+    );
+    let e = fails(
+        &["diff", other.to_str().unwrap(), other.to_str().unwrap()],
+        1,
+    );
+    assert!(
+        e.contains("other.json is not a pgpreempt trace report: missing field"),
+        "{e}"
+    );
+    fails(&["diff", bad.to_str().unwrap()], 2);
+}
