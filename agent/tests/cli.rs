@@ -12,13 +12,7 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpreempt");
 
-/// Our programs loaded right now (tracepoints and the s_lock uprobes).
-fn ours() -> usize {
-    common::loaded_tracing_programs()
-        .iter()
-        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
-        .count()
-}
+use common::our_programs as ours;
 
 /// Runs the binary to completion, checking that it leaves nothing loaded.
 fn run_fails(args: &[&str]) -> String {
@@ -31,7 +25,7 @@ fn run_fails(args: &[&str]) -> String {
         1,
         "{args:?}: want one line, got:\n{err}"
     );
-    assert_eq!(ours(), before, "{args:?} left BPF programs attached");
+    common::assert_programs_back_to(before, &format!("{args:?} left BPF programs attached"));
     err
 }
 
@@ -126,7 +120,7 @@ fn unprivileged_users_are_told_what_is_missing() {
         err.contains("missing privileges") && err.contains("CAP_BPF"),
         "{err}"
     );
-    assert_eq!(ours(), before);
+    common::assert_programs_back_to(before, "left BPF programs attached");
 }
 
 #[test]
@@ -195,7 +189,10 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
             "took {:?} to stop",
             t.elapsed()
         );
-        assert_eq!(ours(), before, "programs left attached after signal {sig}");
+        common::assert_programs_back_to(
+            before,
+            &format!("programs left attached after signal {sig}"),
+        );
     }
     common::workload::kill(sleeper);
     common::workload::reap(&[sleeper]);

@@ -10,13 +10,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpreempt");
 
-/// Our programs loaded right now (tracepoints and the s_lock uprobes).
-fn ours() -> usize {
-    common::loaded_tracing_programs()
-        .iter()
-        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
-        .count()
-}
+use common::our_programs as ours;
 
 /// Runs the binary: it must fail with one line on stderr, exit `code`, and
 /// leave no program loaded. Returns the line.
@@ -31,7 +25,7 @@ fn fails(args: &[&str], code: i32) -> String {
         "{args:?}: want one line, got:\n{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(ours(), before, "{args:?} left BPF programs attached");
+    common::assert_programs_back_to(before, &format!("{args:?} left BPF programs attached"));
     err
 }
 
@@ -49,7 +43,7 @@ fn check_finds_a_scratch_cluster_on_this_host() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(ours(), before, "check leaves nothing loaded");
+    common::assert_programs_back_to(before, "check leaves nothing loaded");
     assert!(
         text.starts_with("pgpreempt check: tracing can work on this host"),
         "{text}"

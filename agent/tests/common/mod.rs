@@ -96,6 +96,26 @@ pub fn loaded_tracing_programs() -> Vec<String> {
         .collect()
 }
 
+/// Our programs loaded right now (scheduler, futex and s_lock programs).
+pub fn our_programs() -> usize {
+    loaded_tracing_programs()
+        .iter()
+        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
+        .count()
+}
+
+/// Asserts that our loaded programs are back to `before`. The kernel frees a
+/// detached tp_btf program after an RCU grace period, so it can be listed
+/// for a few milliseconds after its process exited; one still there after
+/// two seconds stayed attached, which is a bug.
+pub fn assert_programs_back_to(before: usize, what: &str) {
+    let t = std::time::Instant::now();
+    while our_programs() != before && t.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(our_programs(), before, "{what}");
+}
+
 /// One process's window, as the kernel and the agent saw it.
 pub struct Window {
     pub kernel: (KernelTruth, KernelTruth),
