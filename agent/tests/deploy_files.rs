@@ -426,8 +426,14 @@ fn the_daemonset_matches_the_systemd_unit() {
             .unwrap();
         assert_eq!(vol["hostPath"]["path"], needed, "{name}");
     }
-    // The args are flags the agent knows.
+    // The args are flags the agent knows, and the systemd unit's command
+    // line (ExecStart= with the flags file): both deployments run the same.
     check_flags_exist(&args[1..]);
+    assert_eq!(
+        args,
+        Unit::load().exec_args(&common::systemd::flags()),
+        "DaemonSet args vs the systemd unit's ExecStart= and flags"
+    );
 
     // The PodMonitor selects the same pods and port; the annotation-based
     // scrape job keeps them.
@@ -476,7 +482,8 @@ fn the_unit_flags_and_dockerfile_agree() {
     );
     let unit = Unit::load();
     let exec = unit.get("ExecStart").unwrap();
-    assert!(exec.contains("run $PGPREEMPT_FLAGS"), "{exec}");
+    assert!(exec.ends_with(" $PGPREEMPT_FLAGS"), "{exec}");
+    check_flags_exist(&unit.exec_args(&[]));
     assert!(unit.get("EnvironmentFile").is_some());
 
     let docker = std::fs::read_to_string(path("deploy/docker/Dockerfile")).unwrap();
@@ -488,17 +495,60 @@ fn the_unit_flags_and_dockerfile_agree() {
             "the Dockerfile's build stage needs {needed}"
         );
     }
-    // The image's default command is the DaemonSet's.
+    // The image's default command serves on the port it exposes, which is
+    // the DaemonSet's.
     let cmd = docker
         .lines()
         .find_map(|l| l.strip_prefix("CMD "))
         .expect("CMD");
     let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+    assert_eq!(cmd[0], "run");
+    check_flags_exist(&cmd[1..]);
+    let expose = docker
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("EXPOSE")
+        .trim()
+        .to_string();
+    assert!(
+        cmd.join(" ")
+            .contains(&format!("--listen 0.0.0.0:{expose}")),
+        "{cmd:?}"
+    );
     let ds = yaml_docs("deploy/kubernetes/daemonset.yaml");
     let c = &ds.iter().find(|d| d["kind"] == "DaemonSet").unwrap()["spec"]["template"]["spec"]
         ["containers"][0];
-    assert_eq!(cmd, str_list(&c["args"]));
-    check_flags_exist(&cmd[1..]);
+    assert_eq!(
+        c["ports"][0]["containerPort"]
+            .as_u64()
+            .map(|p| p.to_string()),
+        Some(expose)
+    );
+
+    // The spinlocks drop-in adds CAP_SYS_ADMIN with a reason and removes
+    // --no-uprobes, and nothing else.
+    let spin = Unit::with_spinlocks_dropin();
+    let added: Vec<String> = spin
+        .capabilities()
+        .into_iter()
+        .filter(|c| !unit.capabilities().contains(c))
+        .collect();
+    assert_eq!(added, ["CAP_SYS_ADMIN"]);
+    assert_eq!(spin.list("AmbientCapabilities"), spin.capabilities());
+    assert!(spin.all("CapabilityBoundingSet")[1]
+        .comment
+        .contains("CAP_SYS_ADMIN:"));
+    let base_args = unit.exec_args(&flags);
+    let spin_args = spin.exec_args(&flags);
+    assert!(base_args.contains(&"--no-uprobes".to_string()));
+    assert_eq!(
+        spin_args,
+        base_args
+            .iter()
+            .filter(|a| *a != "--no-uprobes")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -6,6 +6,11 @@ pub fn unit_path() -> PathBuf {
     super::dashboards::repo_root().join("deploy/systemd/pgpreempt.service")
 }
 
+/// The drop-in that adds the spin metrics (CAP_SYS_ADMIN for uprobes).
+pub fn spinlocks_dropin_path() -> PathBuf {
+    super::dashboards::repo_root().join("deploy/systemd/pgpreempt-spinlocks.conf")
+}
+
 pub fn flags_path() -> PathBuf {
     super::dashboards::repo_root().join("deploy/systemd/pgpreempt.flags")
 }
@@ -29,6 +34,44 @@ impl Unit {
     pub fn load() -> Unit {
         let text = std::fs::read_to_string(unit_path()).expect("deploy/systemd/pgpreempt.service");
         Unit::parse(&text)
+    }
+
+    /// The unit with the spinlocks drop-in applied.
+    pub fn with_spinlocks_dropin() -> Unit {
+        let mut u = Unit::load();
+        let text = std::fs::read_to_string(spinlocks_dropin_path())
+            .expect("deploy/systemd/pgpreempt-spinlocks.conf");
+        u.merge(Unit::parse(&text));
+        u
+    }
+
+    /// Applies a drop-in as systemd does: list settings add to the unit's,
+    /// and an empty assignment (`ExecStart=`) resets the setting.
+    pub fn merge(&mut self, dropin: Unit) {
+        for s in dropin.settings {
+            if s.value.is_empty() {
+                self.settings
+                    .retain(|x| !(x.section == s.section && x.key == s.key));
+            } else {
+                self.settings.push(s);
+            }
+        }
+    }
+
+    /// ExecStart's arguments after the program, with $PGPREEMPT_FLAGS
+    /// expanded to `flags`.
+    pub fn exec_args(&self, flags: &[String]) -> Vec<String> {
+        let exec = self.get("ExecStart").expect("ExecStart=");
+        exec.split_whitespace()
+            .skip(1)
+            .flat_map(|a| {
+                if a == "$PGPREEMPT_FLAGS" {
+                    flags.to_vec()
+                } else {
+                    vec![a.to_string()]
+                }
+            })
+            .collect()
     }
 
     pub fn parse(text: &str) -> Unit {
