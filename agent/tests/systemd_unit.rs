@@ -499,3 +499,339 @@ fn the_agent_counts_under_the_units_restrictions_and_needs_each_capability() {
         stop(&spin, agent);
     }
 }
+
+/// One system call from an strace log: (name, the whole line).
+fn syscalls(log: &str, exe: &str) -> Vec<(String, String)> {
+    let start = format!("execve(\"{exe}\"");
+    let mut seen_exec = false;
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some((_pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if !seen_exec {
+            seen_exec = rest.starts_with(&start);
+            if !seen_exec {
+                continue;
+            }
+        }
+        if rest.starts_with("<...") || rest.starts_with("---") || rest.starts_with("+++") {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if !name.is_empty() && rest[name.len()..].starts_with('(') {
+            out.push((name, rest.to_string()));
+        }
+    }
+    assert!(seen_exec, "no {start} in the strace log");
+    out
+}
+
+/// The system calls a SystemCallFilter= group allows, groups expanded.
+fn expand_group(sa: &Path, group: &str, into: &mut BTreeSet<String>) {
+    let out = Command::new(sa)
+        .args(["syscall-filter", group])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-analyze syscall-filter {group}"
+    );
+    for l in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('@') {
+            expand_group(sa, l, into);
+        } else {
+            into.insert(l.to_string());
+        }
+    }
+}
+
+/// A status field of a process (`VmHWM`, `Threads`), as its first number.
+fn status_field(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_other_hardening_option_matches_what_the_agent_does() {
+    common::require_root();
+    let Some(strace) = which("strace") else {
+        panic!("strace is needed: run `cargo xtask setup`");
+    };
+    // The unit with the spinlocks drop-in: the most the agent does (uprobes,
+    // reading spin-site names from /proc/PID/mem).
+    let unit = Unit::with_spinlocks_dropin();
+    let load = load();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("strace.log");
+    let log = dir.path().join("agent.log");
+    let port = free_port();
+    let mut agent = Guard(
+        Command::new(&strace)
+            .args(["-f", "-qq", "-s", "128", "-o"])
+            .arg(&trace)
+            .arg("--")
+            .arg("setpriv")
+            .args(setpriv_args(&unit.capabilities()))
+            .arg(BIN)
+            .args(agent_args(&unit, port))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let c = format!("cluster=\"{}\"", load.cluster());
+    wait_for(&mut agent, port, &log, "spin sites", |b| {
+        sum(b, "pgpreempt_spin_seconds_count", &[&c]) > 0.0
+    });
+    // The agent itself: the child of strace that runs our binary.
+    let exe = std::fs::canonicalize(BIN).unwrap();
+    let pid = (0..100)
+        .find_map(|_| {
+            let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let ppid: u32 = ppid
+                    .rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()?;
+                (ppid == agent.0.id()
+                    && std::fs::read_link(format!("/proc/{pid}/exe")).ok()? == exe)
+                    .then_some(pid)
+            });
+            if found.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            found
+        })
+        .expect("the agent under strace");
+    for _ in 0..5 {
+        let _ = get(port, "/metrics");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (hwm_kib, threads) = (status_field(pid, "VmHWM"), status_field(pid, "Threads"));
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let st = agent.0.wait().unwrap();
+    assert!(st.success(), "strace/agent exit: {st}");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let calls = syscalls(&text, &BIN.replace("/./", "/"));
+    assert!(
+        calls.len() > 100,
+        "too few system calls traced: {}",
+        calls.len()
+    );
+    let names: BTreeSet<&str> = calls.iter().map(|(n, _)| n.as_str()).collect();
+    eprintln!(
+        "{} system calls of {} kinds; VmHWM {hwm_kib} KiB, {threads} threads",
+        calls.len(),
+        names.len()
+    );
+    let none_of = |what: &str, banned: &[&str]| {
+        for b in banned {
+            assert!(!names.contains(b), "{what}: the agent calls {b}");
+        }
+    };
+    let lines_of = |n: &str| -> Vec<&str> {
+        calls
+            .iter()
+            .filter(|(x, _)| x == n)
+            .map(|(_, l)| l.as_str())
+            .collect()
+    };
+    let opens = || {
+        calls
+            .iter()
+            .filter(|(n, _)| matches!(n.as_str(), "open" | "openat" | "openat2" | "creat"))
+            .map(|(_, l)| l.as_str())
+    };
+
+    let mut covered = BTreeSet::new();
+    for s in unit.settings.iter().filter(|s| s.section == "Service") {
+        let key = s.key.as_str();
+        let v = s.value.as_str();
+        match key {
+            // Run and checked by the_agent_counts_under_the_units_restrictions_...
+            "Type"
+            | "EnvironmentFile"
+            | "ExecStart"
+            | "ExecStartPre"
+            | "DynamicUser"
+            | "CapabilityBoundingSet"
+            | "AmbientCapabilities"
+            | "NoNewPrivileges"
+            | "ProtectSystem"
+            | "ProtectHome"
+            | "PrivateTmp"
+            | "ProtectKernelTunables"
+            | "ProtectControlGroups"
+            | "TimeoutStopSec" => {}
+            // Only systemd can show these (README "Deploying to a fleet").
+            "Restart" | "RestartSec" | "SystemCallErrorNumber" => {}
+            "MemoryMax" => {
+                let max_mib: u64 = v.trim_end_matches('M').parse().expect("MemoryMax in M");
+                assert!(
+                    hwm_kib > 0 && hwm_kib / 1024 * 4 < max_mib,
+                    "VmHWM {hwm_kib} KiB vs MemoryMax={v}"
+                );
+            }
+            "TasksMax" => {
+                let max: u64 = v.parse().unwrap();
+                assert!(
+                    threads > 0 && threads * 2 <= max,
+                    "{threads} threads vs TasksMax={v}"
+                );
+            }
+            "PrivateDevices" => {
+                for l in opens().filter(|l| l.contains("\"/dev/")) {
+                    assert!(
+                        [
+                            "/dev/null",
+                            "/dev/zero",
+                            "/dev/full",
+                            "/dev/random",
+                            "/dev/urandom"
+                        ]
+                        .iter()
+                        .any(|d| l.contains(&format!("\"{d}\""))),
+                        "PrivateDevices=: {l}"
+                    );
+                }
+            }
+            "PrivateMounts" => none_of(
+                key,
+                &[
+                    "mount",
+                    "umount2",
+                    "pivot_root",
+                    "move_mount",
+                    "fsmount",
+                    "open_tree",
+                ],
+            ),
+            "UMask" => {
+                // The agent creates no file, so no mode to mask.
+                none_of(
+                    key,
+                    &[
+                        "mkdir",
+                        "mkdirat",
+                        "mknod",
+                        "mknodat",
+                        "creat",
+                        "symlink",
+                        "symlinkat",
+                        "link",
+                        "linkat",
+                        "rename",
+                        "renameat",
+                        "renameat2",
+                        "unlink",
+                        "unlinkat",
+                        "truncate",
+                    ],
+                );
+                for l in opens() {
+                    assert!(
+                        !(l.contains("O_CREAT")
+                            || l.contains("O_WRONLY")
+                            || l.contains("O_RDWR")
+                            || l.contains("O_TRUNC"))
+                            || l.contains("\"/dev/null\""),
+                        "the agent opens a file for writing: {l}"
+                    );
+                }
+            }
+            "ProtectKernelModules" => {
+                none_of(key, &["init_module", "finit_module", "delete_module"])
+            }
+            "ProtectKernelLogs" => {
+                none_of(key, &["syslog"]);
+                assert!(!opens().any(|l| l.contains("kmsg\"")), "{key}");
+            }
+            "ProtectClock" => none_of(
+                key,
+                &["clock_settime", "settimeofday", "adjtimex", "clock_adjtime"],
+            ),
+            "ProtectHostname" => none_of(key, &["sethostname", "setdomainname"]),
+            "LockPersonality" => {
+                for l in lines_of("personality") {
+                    assert!(l.contains("0xffffffff"), "{key}: {l}");
+                }
+            }
+            "MemoryDenyWriteExecute" => {
+                for n in ["mmap", "mprotect", "pkey_mprotect"] {
+                    for l in lines_of(n) {
+                        let wx = l.contains("PROT_WRITE") && l.contains("PROT_EXEC");
+                        assert!(
+                            !wx && !(n != "mmap" && l.contains("PROT_EXEC")),
+                            "{key}: {l}"
+                        );
+                    }
+                }
+            }
+            "RestrictRealtime" => {
+                for n in ["sched_setscheduler", "sched_setattr"] {
+                    for l in lines_of(n) {
+                        assert!(
+                            !(l.contains("SCHED_FIFO")
+                                || l.contains("SCHED_RR")
+                                || l.contains("SCHED_DEADLINE")),
+                            "{key}: {l}"
+                        );
+                    }
+                }
+            }
+            "RestrictSUIDSGID" => none_of(key, &["chmod", "fchmod", "fchmodat", "fchmodat2"]),
+            "RestrictNamespaces" => {
+                none_of(key, &["unshare", "setns"]);
+                assert!(!calls.iter().any(|(_, l)| l.contains("CLONE_NEW")), "{key}");
+            }
+            "RestrictAddressFamilies" => {
+                let allowed: Vec<&str> = v.split_whitespace().collect();
+                for l in lines_of("socket") {
+                    let fam = l["socket(".len()..].split(',').next().unwrap();
+                    assert!(allowed.contains(&fam), "{key}: {l}");
+                }
+            }
+            "SystemCallArchitectures" => {
+                assert_eq!(v, "native");
+                assert!(!text.contains("32 bit mode"), "{key}");
+            }
+            "SystemCallFilter" => {
+                let Some(sa) = which("systemd-analyze") else {
+                    eprintln!("SystemCallFilter= not checked: systemd-analyze is not installed");
+                    continue;
+                };
+                let mut allowed = BTreeSet::new();
+                for entry in unit.list("SystemCallFilter") {
+                    if entry.starts_with('@') {
+                        expand_group(&sa, &entry, &mut allowed);
+                    } else {
+                        allowed.insert(entry);
+                    }
+                }
+                let outside: Vec<&&str> = names.iter().filter(|n| !allowed.contains(**n)).collect();
+                assert!(outside.is_empty(), "{key}={v} would deny {outside:?}");
+            }
+            other => panic!(
+                "no check for {other}=: add one here, or say in README why it cannot be tested"
+            ),
+        }
+        covered.insert(key.to_string());
+    }
+    eprintln!("checked: {covered:?}");
+}
