@@ -579,3 +579,22 @@ fn grafana_provisioning_files_are_valid() {
         );
     }
 }
+
+#[test]
+fn the_dashboards_readme_names_every_panel() {
+    let readme = std::fs::read_to_string(path("dashboards/README.md")).unwrap();
+    for d in dashboards::load_all() {
+        for p in d.panels() {
+            let title = p["title"].as_str().unwrap();
+            if p["type"] == "row" && p["repeat"].is_string() {
+                continue;
+            }
+            assert!(
+                readme.contains(&format!("**{title}**"))
+                    || readme.contains(&format!("### {title}")),
+                "dashboards/README.md does not describe {}: {title}",
+                d.file
+            );
+        }
+    }
+}
