@@ -166,7 +166,7 @@ fn load() -> Load {
             .args([
                 "-S",
                 "-c",
-                &(cpus * 8).to_string(),
+                &(cpus * 8).min(48).to_string(),
                 "-j",
                 "2",
                 "-T",
