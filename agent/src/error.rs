@@ -9,7 +9,12 @@ pub enum AgentError {
     TracefsMissing(PathBuf),
 
     #[error(
-        "missing privileges: pgpreempt needs CAP_BPF and CAP_PERFMON, and CAP_SYS_PTRACE to read PostgreSQL's /proc entries (run it as root or grant those capabilities){0}"
+        "cannot read tracefs at {0}: permission denied (tracefs is readable by root only: run as root or grant CAP_DAC_READ_SEARCH)"
+    )]
+    TracefsDenied(PathBuf),
+
+    #[error(
+        "missing privileges: pgpreempt needs CAP_BPF and CAP_PERFMON, plus CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH to read PostgreSQL's /proc entries and tracefs (run it as root or grant those capabilities){0}"
     )]
     MissingPrivileges(String),
 

@@ -139,8 +139,8 @@ impl Probes {
         let stats = if cfg.bpf_stats {
             Some(
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
-                    AgentError::Load(format!(
-                        "--bpf-stats: enabling BPF run-time statistics failed: {e}"
+                    AgentError::Config(format!(
+                        "--bpf-stats: enabling BPF run-time statistics failed ({e}): it needs CAP_SYS_ADMIN; without it, drop --bpf-stats and set the sysctl kernel.bpf_stats_enabled=1 instead"
                     ))
                 })?,
             )

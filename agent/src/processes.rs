@@ -78,10 +78,13 @@ impl ProcFs {
     }
 
     /// The data directory if `pid` is a postmaster: its cwd holds a
-    /// `postmaster.pid` whose first line is `pid`.
+    /// `postmaster.pid` whose first line is `pid`. The file is read through
+    /// the `/proc/PID/cwd` link, not by its path, so this works where the
+    /// agent sees another file system than PostgreSQL (a container, or a
+    /// systemd unit with PrivateTmp= or ProtectHome=).
     pub fn postmaster_datadir(&self, pid: u32) -> Option<PathBuf> {
         let cwd = self.cwd(pid)?;
-        let first = read_first_line(&cwd.join("postmaster.pid"))?;
+        let first = read_first_line(&self.path(pid, "cwd").join("postmaster.pid"))?;
         (first.trim().parse::<u32>().ok()? == pid).then_some(cwd)
     }
 

@@ -21,12 +21,17 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
         return if p.join("events").is_dir() {
             Ok(p.to_path_buf())
         } else {
-            Err(AgentError::TracefsMissing(p.to_path_buf()))
+            Err(missing_or_denied(p))
         };
     }
     let root = PathBuf::from(DEFAULT_TRACEFS);
     if root.join("events").is_dir() {
         return Ok(root);
+    }
+    if denied(&root) {
+        // Mounted, but mode 0700 and we are neither root nor hold
+        // CAP_DAC_READ_SEARCH: mounting again would not help.
+        return Err(AgentError::TracefsDenied(root));
     }
     // Not mounted: try what `mount -t tracefs nodev /sys/kernel/tracing` does.
     let _ = mount_tracefs(&root);
@@ -34,7 +39,23 @@ pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, AgentError> {
         log::info!("mounted tracefs at {}", root.display());
         Ok(root)
     } else {
-        Err(AgentError::TracefsMissing(root))
+        Err(missing_or_denied(&root))
+    }
+}
+
+/// True if `root/events` exists but this process may not look into `root`.
+fn denied(root: &Path) -> bool {
+    matches!(
+        fs::metadata(root.join("events")),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied
+    )
+}
+
+fn missing_or_denied(root: &Path) -> AgentError {
+    if denied(root) {
+        AgentError::TracefsDenied(root.to_path_buf())
+    } else {
+        AgentError::TracefsMissing(root.to_path_buf())
     }
 }
 

@@ -49,7 +49,15 @@ impl Uprobes {
             }
             Err(e) => {
                 self.errors += 1;
-                log::warn!("cannot probe {SYMBOL} in {shown} (pid {pid}): {e}; spin metrics for it are missing");
+                // Since mid-2025 (commit "perf/core: Require CAP_SYS_ADMIN
+                // for uprobes", also in the stable series) CAP_PERFMON is not
+                // enough to create a uprobe.
+                let hint = if e.contains("Permission denied") {
+                    " (on this kernel uprobes need CAP_SYS_ADMIN; grant it, or run with --no-uprobes)"
+                } else {
+                    ""
+                };
+                log::warn!("cannot probe {SYMBOL} in {shown} (pid {pid}): {e}{hint}; spin metrics for it are missing");
             }
         }
     }
@@ -75,12 +83,24 @@ impl Uprobes {
         let [enter, ret] = PROGRAMS;
         let link = Self::program(ebpf, enter)?
             .attach(SYMBOL, target, UProbeScope::AllProcesses)
-            .map_err(|e| format!("{e}"))?;
+            .map_err(|e| chain(&e))?;
         if let Err(e) = Self::program(ebpf, ret)?.attach(SYMBOL, target, UProbeScope::AllProcesses)
         {
             let _ = Self::program(ebpf, enter)?.detach(link);
-            return Err(format!("{e}"));
+            return Err(chain(&e));
         }
         Ok(())
     }
+}
+
+/// An error with its causes: "`perf_event_open` failed: Permission denied".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }

@@ -13,7 +13,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libzstd-dev", "/usr/include/zstd.h"),
     ("zlib1g-dev", "/usr/include/zlib.h"),
     ("bpftool", "/usr/sbin/bpftool"),
+    // promtool for the metrics and rules tests, prometheus for the fleet proof.
     ("prometheus", "/usr/bin/promtool"),
+    // The systemd unit test traces the agent's system calls.
+    ("strace", "/usr/bin/strace"),
     ("tmux", "/usr/bin/tmux"),
     ("linux-perf", "/usr/bin/perf"),
 ];

@@ -1,7 +1,10 @@
 //! Helpers for the privileged integration tests: kernel ground truth from
 //! /proc, forked synthetic workloads, and a scratch PostgreSQL.
 #![allow(dead_code)]
+pub mod dashboards;
+pub mod http;
 pub mod postgres;
+pub mod systemd;
 pub mod workload;
 
 use std::fs;
