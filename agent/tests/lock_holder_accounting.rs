@@ -7,8 +7,8 @@ mod common;
 
 use agent_common::stats::counter;
 use common::workload::{
-    burn_cpu, errno, fork_child, futex_wait, futex_wake, kill, own_nivcsw, own_run_delay_ns,
-    pin_to_cpu, reap, set_comm, sleep_ns, spin_for, Shared,
+    burn_cpu, errno, fork_child, futex_wait, futex_wake, is_asleep, kill, own_nivcsw,
+    own_run_delay_ns, pin_to_cpu, reap, set_comm, sleep_ns, spin_for, Shared,
 };
 use pgpreempt::{agent::Agent, config::Config};
 
@@ -98,7 +98,13 @@ fn run(with_hog: bool) -> Run {
             {
                 sleep_ns(1_000_000);
             }
+            // And until each is asleep in the kernel: a waiter delayed
+            // between the count and its futex call (a busy machine) would
+            // otherwise start waiting after the preemptions it is charged.
             sleep_ns(5_000_000);
+            while !waiter_pids.iter().all(|&p| is_asleep(p)) {
+                sleep_ns(1_000_000);
+            }
             // The critical section: CPU work, preempted by the hog.
             board.cs_start[round as usize] = common::workload::now_ns();
             let (d0, n0) = (own_run_delay_ns(), own_nivcsw());
