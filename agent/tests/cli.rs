@@ -16,7 +16,7 @@ use common::our_programs as ours;
 
 /// Runs the binary to completion, checking that it leaves nothing loaded.
 fn run_fails(args: &[&str]) -> String {
-    let before = ours();
+    let before = common::our_programs_settled();
     let out: Output = Command::new(BIN).args(args).output().unwrap();
     assert!(!out.status.success(), "{args:?} succeeded");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -100,7 +100,7 @@ fn a_missing_tracefs_is_explained() {
 fn unprivileged_users_are_told_what_is_missing() {
     common::require_root();
     // setpriv drops every capability, as an unprivileged user has none.
-    let before = ours();
+    let before = common::our_programs_settled();
     let out = Command::new("setpriv")
         .args([
             "--reuid=nobody",
@@ -134,7 +134,7 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
         }
     });
     for sig in [libc::SIGTERM, libc::SIGINT] {
-        let before = ours();
+        let before = common::our_programs_settled();
         let port = free_port();
         let mut child = Running(
             Command::new(BIN)

@@ -15,7 +15,7 @@ use common::our_programs as ours;
 /// Runs the binary: it must fail with one line on stderr, exit `code`, and
 /// leave no program loaded. Returns the line.
 fn fails(args: &[&str], code: i32) -> String {
-    let before = ours();
+    let before = common::our_programs_settled();
     let out: Output = Command::new(BIN).args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
@@ -35,7 +35,7 @@ fn check_finds_a_scratch_cluster_on_this_host() {
     // huge_pages=off: the answer does not depend on this host's reservations.
     let pg = Cluster::start(&["huge_pages=off"]);
     let datadir = pg.data().canonicalize().unwrap().display().to_string();
-    let before = ours();
+    let before = common::our_programs_settled();
     let out = Command::new(BIN).arg("check").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -107,6 +107,16 @@ pub fn our_programs() -> usize {
         .count()
 }
 
+/// Our programs loaded before a check: waits (up to 2 s) for those of an
+/// earlier test, which the kernel frees after an RCU grace period, to go.
+pub fn our_programs_settled() -> usize {
+    let t = std::time::Instant::now();
+    while our_programs() != 0 && t.elapsed() < std::time::Duration::from_secs(2) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    our_programs()
+}
+
 /// Asserts that our loaded programs are back to `before`. The kernel frees a
 /// detached tp_btf program after an RCU grace period, so it can be listed
 /// for a few milliseconds after its process exited; one still there after
