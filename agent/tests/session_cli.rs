@@ -10,8 +10,6 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgpreempt");
 
-use common::our_programs as ours;
-
 /// Runs the binary: it must fail with one line on stderr, exit `code`, and
 /// leave no program loaded. Returns the line.
 fn fails(args: &[&str], code: i32) -> String {
