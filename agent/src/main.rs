@@ -77,6 +77,13 @@ struct RunArgs {
     /// pgpreempt_bpf_program_* (costs ~20 ns per program run).
     #[arg(long)]
     bpf_stats: bool,
+    #[command(flatten)]
+    probes: ProbeArgs,
+}
+
+/// What to load, for `run` and `trace` alike.
+#[derive(clap::Args)]
+struct ProbeArgs {
     /// Do not attach the s_lock uprobes (no spin metrics).
     #[arg(long)]
     no_uprobes: bool,
@@ -86,6 +93,20 @@ struct RunArgs {
     /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
     #[arg(long)]
     tracefs: Option<PathBuf>,
+}
+
+impl ProbeArgs {
+    /// The configuration these options and the selection describe.
+    fn config(self, select: SelectArgs) -> anyhow::Result<Config> {
+        let mut cfg = Config {
+            max_processes: self.max_processes,
+            tracefs: self.tracefs,
+            uprobes: !self.no_uprobes,
+            ..Config::default()
+        };
+        select.apply(&mut cfg)?;
+        Ok(cfg)
+    }
 }
 
 #[derive(clap::Args)]
@@ -102,15 +123,8 @@ struct TraceArgs {
     json: Option<PathBuf>,
     #[command(flatten)]
     select: SelectArgs,
-    /// Do not attach the s_lock uprobes (no spin figures).
-    #[arg(long)]
-    no_uprobes: bool,
-    /// Capacity of the per-process map.
-    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES)]
-    max_processes: u32,
-    /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
-    #[arg(long)]
-    tracefs: Option<PathBuf>,
+    #[command(flatten)]
+    probes: ProbeArgs,
 }
 
 #[derive(clap::Args)]
@@ -189,35 +203,22 @@ fn main() -> ExitCode {
 fn run(cmd: Command) -> anyhow::Result<bool> {
     match cmd {
         Command::Run(a) => {
-            let mut cfg = Config {
+            let cfg = Config {
                 bpf_stats: a.bpf_stats,
-                max_processes: a.max_processes,
-                tracefs: a.tracefs,
                 // The exporter aggregates per group only (see Config::per_process).
                 per_process: false,
-                uprobes: !a.no_uprobes,
-                ..Config::default()
+                ..a.probes.config(a.select)?
             };
-            a.select.apply(&mut cfg)?;
             daemon::run(cfg, a.listen).map(|()| true)
         }
         Command::Check { json } => check::run(json),
-        Command::Trace(a) => {
-            let mut cfg = Config {
-                max_processes: a.max_processes,
-                tracefs: a.tracefs,
-                uprobes: !a.no_uprobes,
-                ..Config::default()
-            };
-            a.select.apply(&mut cfg)?;
-            trace::run(TraceOptions {
-                config: cfg,
-                duration: a.duration,
-                cluster: a.cluster,
-                json: a.json,
-            })
-            .map(|()| true)
-        }
+        Command::Trace(a) => trace::run(TraceOptions {
+            config: a.probes.config(a.select)?,
+            duration: a.duration,
+            cluster: a.cluster,
+            json: a.json,
+        })
+        .map(|()| true),
         Command::Diff {
             before,
             after,

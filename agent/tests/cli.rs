@@ -101,15 +101,7 @@ fn unprivileged_users_are_told_what_is_missing() {
     common::require_root();
     // setpriv drops every capability, as an unprivileged user has none.
     let before = common::our_programs_settled();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-            "run",
-        ])
+    let out = common::unprivileged(BIN, &["run"])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())])
         .output()
         .unwrap();

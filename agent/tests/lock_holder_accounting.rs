@@ -101,13 +101,19 @@ fn run(with_hog: bool) -> Run {
             // And until each is asleep in the kernel: a waiter delayed
             // between the count and its futex call (a busy machine) would
             // otherwise start waiting after the preemptions it is charged.
+            // The truth starts before the check that finds them asleep, so a
+            // preemption during that check (when they may already wait) is
+            // in it too.
             sleep_ns(5_000_000);
-            while !waiter_pids.iter().all(|&p| is_asleep(p)) {
+            let (d0, n0) = loop {
+                let snapshot = (own_run_delay_ns(), own_nivcsw());
+                if waiter_pids.iter().all(|&p| is_asleep(p)) {
+                    break snapshot;
+                }
                 sleep_ns(1_000_000);
-            }
+            };
             // The critical section: CPU work, preempted by the hog.
             board.cs_start[round as usize] = common::workload::now_ns();
-            let (d0, n0) = (own_run_delay_ns(), own_nivcsw());
             burn_cpu(CS_CPU_NS);
             let (d1, n1) = (own_run_delay_ns(), own_nivcsw());
             board.cs_end[round as usize] = common::workload::now_ns();
@@ -220,12 +226,18 @@ fn an_unpreempted_holder_causes_no_holder_preemptions() {
         "holder: {} preemptions (truth {} switches, {} ns)",
         r.holder_preemptions, r.truth_nivcsw, r.truth_ns
     );
-    assert_eq!(
-        r.holder_preemptions > 0,
-        r.truth_nivcsw > 0,
-        "non-zero exactly when the ground truth is"
+    // Within one: a preemption in the few microseconds between the last
+    // check that the waiters sleep and the release (the wake call) overlaps
+    // their waits but falls outside the holder's own measurement, or the
+    // other way round at the check.
+    assert!(
+        r.holder_preemptions.abs_diff(r.truth_nivcsw) <= 1,
+        "{} holder preemptions against {} involuntary switches in the critical sections",
+        r.holder_preemptions,
+        r.truth_nivcsw
     );
-    if r.truth_nivcsw == 0 {
+    // Nothing charged without a charged preemption.
+    if r.holder_preemptions == 0 {
         assert_eq!(r.holder_preempted_ns, 0);
         assert_eq!(r.waiter_delay_ns, [0; WAITERS]);
     }

@@ -7,27 +7,8 @@ mod common;
 use std::{process::Stdio, time::Duration};
 
 use agent_common::stats::counter;
-use common::postgres::Cluster;
+use common::postgres::{clients, Cluster};
 use pgpreempt::{agent::Agent, config::Config};
-
-/// Clients well above the CPU count, so backends preempt each other.
-fn clients() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
-}
-
-fn backends(pg: &Cluster) -> Vec<u32> {
-    let out = pg
-        .query("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' ORDER BY pid");
-    out.lines().map(|l| l.parse().unwrap()).collect()
-}
-
-fn all_blocked(pg: &Cluster) {
-    pg.wait_for(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
-        |n| n == clients().to_string(),
-        "every pgbench backend to wait on the test's lock",
-    );
-}
 
 #[test]
 fn backends_match_the_kernel_under_pgbench() {
@@ -37,32 +18,11 @@ fn backends_match_the_kernel_under_pgbench() {
 
     let mut agent = Agent::start(&Config::default()).expect("agent starts");
     // More clients than CPUs, so backends preempt each other.
-    let mut bench = pg
-        .pgbench()
-        .args([
-            "-c",
-            &clients().to_string(),
-            "-j",
-            "2",
-            "-T",
-            "120",
-            "postgres",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // pgbench reads pgbench_branches at start-up: lock only once every
-    // client is connected and running.
-    pg.wait_for(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'",
-        |n| n.parse::<usize>().unwrap_or(0) >= clients() / 2,
-        "pgbench clients to run",
-    );
+    let mut bench = pg.start_pgbench();
     let mut lock = pg.session();
     lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    all_blocked(&pg);
-    let pids = backends(&pg);
+    pg.all_pgbench_blocked();
+    let pids = pg.pgbench_backends();
     assert_eq!(pids.len(), clients());
     agent.refresh();
     for &p in &pids {
@@ -104,7 +64,7 @@ fn backends_match_the_kernel_under_pgbench() {
     lock.send("COMMIT;");
     std::thread::sleep(Duration::from_secs(6));
     lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    all_blocked(&pg);
+    pg.all_pgbench_blocked();
     common::wait_asleep(&pids);
     let after = read(&agent);
     agent.refresh();

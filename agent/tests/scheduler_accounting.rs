@@ -4,47 +4,18 @@
 mod common;
 
 use agent_common::stats::counter;
-use common::workload::{fork_child, kill, pin_to_cpu, reap, set_comm, spin_for, Gate};
+use common::workload::{fork_child, reap, set_comm, Gate, Spinners};
 use pgpreempt::{agent::Agent, config::Config};
 
 #[test]
 fn involuntary_switches_and_run_queue_time_match_the_kernel() {
     common::require_root();
     let mut agent = common::agent_for("pgpt-spin");
-    let gate = Gate::new();
-    let done = Gate::new();
-    // Three spinners pinned to one CPU preempt each other; each round they
-    // wait at the gate (asleep), spin 150 ms, report, and wait again.
-    let kids: Vec<u32> = (0..3)
-        .map(|_| {
-            let (gate, done) = (gate, done);
-            fork_child(move || {
-                // Keep only the ends this child uses, so closing the gate is EOF.
-                unsafe {
-                    libc::close(gate.w);
-                    libc::close(done.r);
-                }
-                set_comm(b"pgpt-spin");
-                pin_to_cpu(0);
-                while gate.pass() {
-                    spin_for(150_000_000);
-                    unsafe { libc::write(done.w, b"x".as_ptr() as *const libc::c_void, 1) };
-                }
-            })
-        })
-        .collect();
-    // A first round makes every child known to the agent.
-    let run_round = || {
-        gate.release(kids.len());
-        for _ in 0..kids.len() {
-            let mut b = 0u8;
-            assert_eq!(
-                unsafe { libc::read(done.r, &mut b as *mut u8 as *mut libc::c_void, 1) },
-                1
-            );
-        }
-        common::wait_asleep(&kids);
-    };
+    // Three spinners pinned to one CPU preempt each other; a first round
+    // makes every child known to the agent.
+    let spinners = Spinners::start(b"pgpt-spin", 3);
+    let kids = spinners.kids.clone();
+    let run_round = || spinners.round();
     run_round();
     agent.refresh();
     // This test's binary has no s_lock: said once (not once per child),
@@ -84,11 +55,7 @@ fn involuntary_switches_and_run_queue_time_match_the_kernel() {
         "only {total_invol} involuntary switches: the contention did not happen"
     );
 
-    gate.close();
-    reap(&kids);
-    for k in kids {
-        kill(k);
-    }
+    spinners.stop();
 }
 
 #[test]

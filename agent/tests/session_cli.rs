@@ -99,17 +99,7 @@ fn check_finds_a_scratch_cluster_on_this_host() {
 #[test]
 fn check_without_privileges_exits_non_zero() {
     common::require_root();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--inh-caps=-all",
-            BIN,
-            "check",
-        ])
-        .output()
-        .unwrap();
+    let out = common::unprivileged(BIN, &["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(

@@ -14,8 +14,8 @@ use std::{
 };
 
 use common::{
-    postgres::Cluster,
-    workload::{fork_child, kill, pin_to_cpu, reap, set_comm, spin_for, Gate},
+    postgres::{clients, Cluster},
+    workload::Spinners,
     KernelTruth,
 };
 use serde_json::Value;
@@ -147,60 +147,17 @@ fn assert_row_matches(
     (k_invol, a_wait, k_wait)
 }
 
-fn clients() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
-}
-
-fn pgbench_backends(pg: &Cluster) -> Vec<u32> {
-    pg.query("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' ORDER BY pid")
-        .lines()
-        .map(|l| l.parse().unwrap())
-        .collect()
-}
-
-fn all_blocked(pg: &Cluster) {
-    pg.wait_for(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
-        |n| n == clients().to_string(),
-        "every pgbench backend to wait on the test's lock",
-    );
-}
-
-fn start_pgbench(pg: &Cluster) -> Child {
-    let bench = pg
-        .pgbench()
-        .args([
-            "-c",
-            &clients().to_string(),
-            "-j",
-            "2",
-            "-T",
-            "120",
-            "postgres",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    pg.wait_for(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'",
-        |n| n.parse::<usize>().unwrap_or(0) >= clients() / 2,
-        "pgbench clients to run",
-    );
-    bench
-}
-
 #[test]
 fn trace_report_matches_the_kernel_under_pgbench() {
     common::require_root();
     let pg = Cluster::start(&[]);
     pg.init_pgbench(2);
     let datadir = pg.data().canonicalize().unwrap().display().to_string();
-    let mut bench = start_pgbench(&pg);
+    let mut bench = pg.start_pgbench();
     let mut lock = pg.session();
     lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    all_blocked(&pg);
-    let pids = pgbench_backends(&pg);
+    pg.all_pgbench_blocked();
+    let pids = pg.pgbench_backends();
     assert_eq!(pids.len(), clients());
     common::wait_asleep(&pids);
 
@@ -221,7 +178,7 @@ fn trace_report_matches_the_kernel_under_pgbench() {
     lock.send("COMMIT;");
     std::thread::sleep(Duration::from_secs(4));
     lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    all_blocked(&pg);
+    pg.all_pgbench_blocked();
     common::wait_asleep(&pids);
     let after: Vec<KernelTruth> = pids.iter().map(|&p| common::truth(p)).collect();
     // The window is exact only if it closed while the session still ran.
@@ -362,36 +319,10 @@ fn daemon_invol(port: u16, cluster: &str) -> u64 {
 fn a_trace_session_and_a_daemon_do_not_disturb_each_other() {
     common::require_root();
     const COMM: &str = "pgpt-both";
-    let gate = Gate::new();
-    let done = Gate::new();
     // Three spinners pinned to one CPU preempt each other, asleep between rounds.
-    let kids: Vec<u32> = (0..3)
-        .map(|_| {
-            fork_child(move || {
-                unsafe {
-                    libc::close(gate.w);
-                    libc::close(done.r);
-                }
-                set_comm(COMM.as_bytes());
-                pin_to_cpu(0);
-                while gate.pass() {
-                    spin_for(150_000_000);
-                    unsafe { libc::write(done.w, b"x".as_ptr() as *const libc::c_void, 1) };
-                }
-            })
-        })
-        .collect();
-    let round = || {
-        gate.release(kids.len());
-        for _ in 0..kids.len() {
-            let mut b = 0u8;
-            assert_eq!(
-                unsafe { libc::read(done.r, &mut b as *mut u8 as *mut libc::c_void, 1) },
-                1
-            );
-        }
-        common::wait_asleep(&kids);
-    };
+    let spinners = Spinners::start(COMM.as_bytes(), 3);
+    let kids = spinners.kids.clone();
+    let round = || spinners.round();
     let cluster = format!("pid:{}", std::process::id());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -470,12 +401,8 @@ fn a_trace_session_and_a_daemon_do_not_disturb_each_other() {
         1.0,
     );
     // The pgpreempt children inherited the gate's pipe: closing our ends is
-    // no EOF for the spinners, so end them.
-    gate.close();
-    for &k in &kids {
-        kill(k);
-    }
-    reap(&kids);
+    // no EOF for the spinners, so they are killed.
+    spinners.stop();
 }
 
 /// Runs tmux with a fixed socket name, so the test never touches a user's server.
@@ -511,7 +438,7 @@ fn the_live_view_in_a_terminal() {
         |n| n == "4",
         "pgbench clients to connect",
     );
-    let backends = pgbench_backends(&pg);
+    let backends = pg.pgbench_backends();
     let name = format!("pgpt-live-{}", std::process::id());
     let cmd = format!(
         "{BIN} --log-level warn trace --duration 15s --cluster {}",
@@ -534,6 +461,8 @@ fn the_live_view_in_a_terminal() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _session = TmuxSession(name.clone());
+    // Keep the pane after the session ends, to read what Ctrl-C leaves.
+    tmux(&["set-option", "-t", &name, "remain-on-exit", "on"]);
 
     // Frames are redrawn every second: wait for one with a backend row.
     let start = Instant::now();
@@ -605,6 +534,32 @@ fn the_live_view_in_a_terminal() {
         })
         .unwrap();
     assert!(row.contains("client backend"), "{row}");
+
+    // Ctrl-C ends the session early: the terminal leaves the live view and
+    // shows the final report, and every program is detached.
+    tmux(&["send-keys", "-t", &name, "C-c"]);
+    let start = Instant::now();
+    let report = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let dead = tmux(&["display-message", "-p", "-t", &name, "#{pane_dead}"]);
+        if String::from_utf8_lossy(&dead.stdout).trim() == "1" {
+            let cap = tmux(&["capture-pane", "-p", "-S", "-", "-t", &name]);
+            break String::from_utf8_lossy(&cap.stdout).to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "Ctrl-C did not end the session"
+        );
+    };
+    assert!(
+        report.contains("pgpreempt trace: ") && report.contains("totals"),
+        "no final report after Ctrl-C:\n{report}"
+    );
+    assert!(
+        !report.contains("BACKEND TYPE                  PROCS"),
+        "the live view was left on the screen:\n{report}"
+    );
+    common::assert_programs_back_to(0, "Ctrl-C left programs attached");
     let _ = bench.kill();
     let _ = bench.wait();
 }

@@ -99,6 +99,21 @@ pub fn loaded_tracing_programs() -> Vec<String> {
         .collect()
 }
 
+/// `program args...` as an unprivileged user: `nobody`, every capability
+/// dropped.
+pub fn unprivileged(program: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args([
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=-all",
+        program,
+    ])
+    .args(args);
+    c
+}
+
 /// Our programs loaded right now (scheduler, futex and s_lock programs).
 pub fn our_programs() -> usize {
     loaded_tracing_programs()

@@ -7,6 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// pgbench clients well above the CPU count, so backends preempt each other.
+pub fn clients() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 4
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub bin: PathBuf,
@@ -85,6 +90,53 @@ impl Cluster {
         let mut c = as_postgres(&self.bin, "pgbench");
         c.arg("-h").arg(self.dir.path()).args(["-U", "postgres"]);
         c
+    }
+
+    /// pgbench TPC-B-like with [`clients`] clients for up to two minutes,
+    /// returned once at least half of them are running queries (pgbench
+    /// reads pgbench_branches at start-up: a test locks it only after).
+    pub fn start_pgbench(&self) -> Child {
+        let bench = self
+            .pgbench()
+            .args([
+                "-c",
+                &clients().to_string(),
+                "-j",
+                "2",
+                "-T",
+                "120",
+                "postgres",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.wait_for(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'",
+            |n| n.parse::<usize>().unwrap_or(0) >= clients() / 2,
+            "pgbench clients to run",
+        );
+        bench
+    }
+
+    /// The backends serving pgbench, by pid.
+    pub fn pgbench_backends(&self) -> Vec<u32> {
+        self.query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench' ORDER BY pid",
+        )
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+    }
+
+    /// Waits until every pgbench backend waits on a lock (the test's
+    /// `LOCK TABLE`): the edge of a window where nothing of theirs runs.
+    pub fn all_pgbench_blocked(&self) {
+        self.wait_for(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
+            |n| n == clients().to_string(),
+            "every pgbench backend to wait on the test's lock",
+        );
     }
 
     /// One query's output (unaligned, tuples only).

@@ -158,6 +158,63 @@ impl Gate {
     }
 }
 
+/// CPU-bound children pinned to CPU 0 that preempt each other: each round
+/// they pass a gate (asleep until then), spin 150 ms, report, and sleep again.
+/// A known workload for involuntary switches and run-queue time.
+pub struct Spinners {
+    pub kids: Vec<u32>,
+    gate: Gate,
+    done: Gate,
+}
+
+impl Spinners {
+    pub fn start(comm: &'static [u8], n: usize) -> Spinners {
+        let (gate, done) = (Gate::new(), Gate::new());
+        let kids = (0..n)
+            .map(|_| {
+                fork_child(move || {
+                    // Keep only the ends this child uses, so closing the gate is EOF.
+                    unsafe {
+                        libc::close(gate.w);
+                        libc::close(done.r);
+                    }
+                    set_comm(comm);
+                    pin_to_cpu(0);
+                    while gate.pass() {
+                        spin_for(150_000_000);
+                        unsafe { libc::write(done.w, b"x".as_ptr() as *const libc::c_void, 1) };
+                    }
+                })
+            })
+            .collect();
+        Spinners { kids, gate, done }
+    }
+
+    /// One round; returns when every child is asleep at the gate again.
+    pub fn round(&self) {
+        self.gate.release(self.kids.len());
+        for _ in 0..self.kids.len() {
+            let mut b = 0u8;
+            assert_eq!(
+                unsafe { libc::read(self.done.r, &mut b as *mut u8 as *mut libc::c_void, 1) },
+                1
+            );
+        }
+        super::wait_asleep(&self.kids);
+    }
+
+    /// Ends the children (killed: a process started meanwhile may hold the
+    /// gate's pipe open) and reaps them.
+    pub fn stop(self) {
+        self.gate.close();
+        self.done.close();
+        for &k in &self.kids {
+            kill(k);
+        }
+        reap(&self.kids);
+    }
+}
+
 /// Reads a small /proc file into a stack buffer (no allocation: safe in a
 /// forked child). Returns the bytes read.
 pub fn read_small(path: &std::ffi::CStr, buf: &mut [u8; 4096]) -> usize {
