@@ -82,6 +82,8 @@ pub struct Probes {
     tracefs: std::path::PathBuf,
     /// The kernel's BTF, parsed for the first tp_btf program.
     btf: Option<Btf>,
+    /// Attach the futex syscall programs (see `Config::futex`).
+    futex: bool,
 }
 
 impl Probes {
@@ -153,6 +155,7 @@ impl Probes {
             _stats: stats,
             tracefs: root,
             btf: None,
+            futex: cfg.futex,
         })
     }
 
@@ -229,6 +232,9 @@ impl Probes {
         for &(name, hook) in PROGRAMS {
             if !self.on_this_kernel(hook) {
                 log::debug!("{hook:?} not on this kernel; {name} not attached");
+                continue;
+            }
+            if !self.futex && matches!(hook, Hook::Tracepoint("syscalls", ..)) {
                 continue;
             }
             self.attach_one(name, hook)?;
