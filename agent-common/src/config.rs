@@ -123,55 +123,28 @@ pub struct TaskLayout {
     pub _pad: u32,
 }
 
-/// Where the classic tracepoint programs (process exit, futex syscalls) find
-/// each field: byte offsets read from tracefs `format` files at start-up
-/// (never hard-coded).
+/// Where the classic tracepoint program (process exit) finds its field: a
+/// byte offset read from the tracefs `format` file at start-up (never
+/// hard-coded).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointLayout {
+    /// `group_dead` of sched_process_exit (0: this kernel has none).
     pub exit_group_dead: u32,
-    pub futex_uaddr: u32,
-    pub futex_op: u32,
-    pub futex_wait_uaddr: u32,
-    pub futex_wake_uaddr: u32,
-    pub futex_waitv_uaddr: u32,
-    pub sys_exit_ret: u32,
     pub _pad: u32,
 }
 
-/// The kernel programs load fields at aligned offsets below this, and
-/// one-byte fields at offsets 24 to 40 (see `ctx_load!` in
-/// agent-ebpf/src/task.rs).
-pub const MAX_FIELD_END: usize = 64;
-
 impl TracepointLayout {
-    /// Checks that every field is at an offset the kernel programs can load.
+    /// Checks that every field is at an offset the kernel programs can load
+    /// (one-byte fields at offsets 24 to 40, see `ctx_load!` in
+    /// agent-ebpf/src/task.rs).
     pub fn fits(&self) -> Result<(), (&'static str, u32)> {
-        let checks: [(&'static str, u32, usize); 7] = [
-            ("sched_process_exit group_dead", self.exit_group_dead, 1),
-            ("sys_enter_futex uaddr", self.futex_uaddr, 8),
-            ("sys_enter_futex op", self.futex_op, 4),
-            ("sys_enter_futex_wait uaddr", self.futex_wait_uaddr, 8),
-            ("sys_enter_futex_wake uaddr", self.futex_wake_uaddr, 8),
-            ("sys_enter_futex_waitv waiters", self.futex_waitv_uaddr, 8),
-            ("sys_exit_futex ret", self.sys_exit_ret, 8),
-        ];
-        for (name, off, size) in checks {
-            let off_us = off as usize;
-            let align = if size == 1 { 1 } else { size.min(8) };
-            if size == 1 && off_us == 0 {
-                continue; // an optional one-byte field this kernel lacks
-            }
-            let bytes_ok = size != 1 || (24..=40).contains(&off_us);
-            if off_us < 8
-                || off_us + size > MAX_FIELD_END
-                || !off_us.is_multiple_of(align)
-                || !bytes_ok
-            {
-                return Err((name, off));
-            }
+        let off = self.exit_group_dead;
+        if off == 0 || (24..=40).contains(&off) {
+            Ok(())
+        } else {
+            Err(("sched_process_exit group_dead", off))
         }
-        Ok(())
     }
 }
 
@@ -179,41 +152,27 @@ impl TracepointLayout {
 mod layout_tests {
     use super::*;
 
-    fn standard() -> TracepointLayout {
-        TracepointLayout {
-            exit_group_dead: 32,
-            futex_uaddr: 16,
-            futex_op: 24,
-            futex_wait_uaddr: 16,
-            futex_wake_uaddr: 16,
-            futex_waitv_uaddr: 16,
-            sys_exit_ret: 16,
-            _pad: 0,
-        }
-    }
-
     #[test]
     fn the_6_x_layout_fits() {
-        assert_eq!(standard().fits(), Ok(()));
+        let l = TracepointLayout {
+            exit_group_dead: 32,
+            _pad: 0,
+        };
+        assert_eq!(l.fits(), Ok(()));
     }
 
     #[test]
     fn a_kernel_without_group_dead_fits() {
-        let mut l = standard();
-        l.exit_group_dead = 0;
+        let l = TracepointLayout::default();
         assert_eq!(l.fits(), Ok(()));
     }
 
     #[test]
     fn misplaced_fields_are_refused() {
-        let mut l = standard();
-        l.sys_exit_ret = 60; // crosses the end
-        assert_eq!(l.fits(), Err(("sys_exit_futex ret", 60)));
-        let mut l = standard();
-        l.futex_uaddr = 20; // misaligned u64
-        assert!(l.fits().is_err());
-        let mut l = standard();
-        l.futex_uaddr = 4; // inside the common header
-        assert!(l.fits().is_err());
+        let l = TracepointLayout {
+            exit_group_dead: 60,
+            _pad: 0,
+        };
+        assert_eq!(l.fits(), Err(("sched_process_exit group_dead", 60)));
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod event;
+pub mod futex;
 pub mod hist;
 pub mod stats;
 

@@ -121,25 +121,6 @@ pub mod diag {
     pub const NUM: usize = 5;
 }
 
-/// Key of the "who woke this futex" record: futex addresses are only
-/// comparable within one cluster (processes sharing one shared-memory map).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WakeKey {
-    pub cluster: u32,
-    pub _pad: u32,
-    pub uaddr: u64,
-}
-
-/// The last futex wake issued on a [`WakeKey`]: by whom and when.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WakeRecord {
-    pub waker_tid: u32,
-    pub waker_tgid: u32,
-    pub ns: u64,
-}
-
 /// How many recent involuntary off-CPU intervals each task keeps for
 /// lock-holder attribution.
 pub const HOLDER_HISTORY: usize = 16;

@@ -13,7 +13,6 @@ unsafe impl aya::Pod for ProcEvent {}
 unsafe impl aya::Pod for CommFilter {}
 unsafe impl aya::Pod for crate::config::TracepointLayout {}
 unsafe impl aya::Pod for crate::config::TaskLayout {}
-unsafe impl aya::Pod for crate::stats::WakeKey {}
-unsafe impl aya::Pod for crate::stats::WakeRecord {}
+unsafe impl aya::Pod for crate::futex::SyscallLayout {}
 unsafe impl aya::Pod for crate::stats::SpinKey {}
 unsafe impl aya::Pod for crate::stats::SpinStats {}

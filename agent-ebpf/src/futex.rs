@@ -1,157 +1,78 @@
-//! syscalls/sys_{enter,exit}_futex and the futex2 calls (futex_wait,
-//! futex_wake, futex_waitv): time blocked in waits, wakes that woke someone,
-//! and who woke which address (for lock-holder attribution).
-use agent_common::stats::{counter, WakeKey, WakeRecord};
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+//! Futex waits and wakes, seen from the scheduler, without syscall
+//! tracepoints (they would put every syscall of every task on the kernel's
+//! slower path: BENCHMARKS.md).
+//!
+//! A traced task that switches out voluntarily while its saved registers
+//! say it is in a futex wait (`agent_common::futex::classify`) starts a
+//! wait; its next switch-in ends it. The task that wakes it (sched_waking
+//! runs in the waker) while itself in a futex wake is the one it waited
+//! for: the lock-holder attribution runs there.
+use agent_common::{
+    futex::{classify, SyscallLayout, CALL_WAIT, CALL_WAKE},
+    stats::counter,
 };
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     account::Sink,
     lock_holder::attribute_wait,
-    maps::{layout, WAKERS},
-    task::{
-        ctx_u32, ctx_u64, resolve_current, task, TaskState, FUTEX_NONE, FUTEX_WAIT, FUTEX_WAKE,
-    },
+    maps::{global_field, SYSCALLS},
+    task::{task, KernelTask, TaskState, FUTEX_NONE, FUTEX_WAIT},
 };
 
-/// `op & FUTEX_CMD_MASK` strips FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME.
-const FUTEX_CMD_MASK: u32 = 127;
-const EAGAIN: i64 = -11;
-
-#[tracepoint]
-pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
-    enter(&ctx, None, layout!(futex_uaddr));
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_futex_wait(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Some(FUTEX_WAIT), layout!(futex_wait_uaddr));
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_futex_wake(ctx: TracePointContext) -> u32 {
-    enter(&ctx, Some(FUTEX_WAKE), layout!(futex_wake_uaddr));
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_futex_waitv(ctx: TracePointContext) -> u32 {
-    // A vector of futexes: timed as one wait, with the vector's address.
-    enter(&ctx, Some(FUTEX_WAIT), layout!(futex_waitv_uaddr));
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_futex(ctx: TracePointContext) -> u32 {
-    exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_futex_wait(ctx: TracePointContext) -> u32 {
-    exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_futex_wake(ctx: TracePointContext) -> u32 {
-    exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_futex_waitv(ctx: TracePointContext) -> u32 {
-    exit(&ctx);
-    0
-}
-
+/// The futex call `t` is in (`CALL_*`), from its saved registers.
 #[inline(always)]
-/// `kind` is `None` for the multiplexed futex(2), whose `op` decides.
-fn enter(ctx: &TracePointContext, kind: Option<u32>, uaddr_offset: u32) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // Only tasks already seen by the scheduler programs (comm filter) have
-    // state; every other task's futex call ends at this lookup.
-    let Some(ts) = task(pid_tgid as u32) else {
-        return;
-    };
-    let kind = match kind {
-        Some(k) => k,
-        None => match ctx_u32(ctx, layout!(futex_op)) & FUTEX_CMD_MASK {
-            0 | 9 => FUTEX_WAIT,              // WAIT, WAIT_BITSET (PostgreSQL's sem_wait)
-            1 | 3 | 4 | 5 | 10 => FUTEX_WAKE, // WAKE, REQUEUE, CMP_REQUEUE, WAKE_OP, WAKE_BITSET
-            _ => return,
-        },
-    };
-    if !resolve_current(ctx, ts) {
-        return;
-    }
-    let uaddr = ctx_u64(ctx, uaddr_offset);
-    let now = unsafe { bpf_ktime_get_ns() };
-    ts.futex_kind = kind;
-    ts.futex_start_ns = now;
-    ts.futex_uaddr = uaddr;
-    if kind == FUTEX_WAKE {
-        record_waker(ts, pid_tgid as u32, uaddr, now);
+fn futex_call(t: KernelTask) -> u32 {
+    let numbers = global_field!(SYSCALLS, SyscallLayout, numbers);
+    let (nr, op) = t.syscall(
+        global_field!(SYSCALLS, SyscallLayout, nr),
+        global_field!(SYSCALLS, SyscallLayout, nr_size),
+        global_field!(SYSCALLS, SyscallLayout, op),
+    );
+    classify(numbers, nr, op)
+}
+
+/// At a voluntary switch-out of traced task `prev` (state `ts`): starts a
+/// futex wait if it is blocking in one.
+#[inline(always)]
+pub fn blocking(prev: KernelTask, ts: &mut TaskState, now: u64) {
+    if futex_call(prev) == CALL_WAIT {
+        ts.futex_kind = FUTEX_WAIT;
+        ts.futex_start_ns = now;
+    } else {
+        ts.futex_kind = FUTEX_NONE;
     }
 }
 
-/// Remembers that this task is waking `uaddr`. Recorded at entry: the
-/// woken task can return from its wait before the waker's call returns.
+/// At a switch-in of a task in a futex wait: the wait is over.
 #[inline(always)]
-fn record_waker(ts: &TaskState, tid: u32, uaddr: u64, now: u64) {
-    let key = WakeKey {
-        cluster: ts.cluster,
-        _pad: 0,
-        uaddr,
-    };
-    // PostgreSQL wakes a bounded set of addresses (one semaphore per
-    // backend): overwrite in place; an LRU insert (a new node under the LRU
-    // lock) only the first time an address is woken.
-    if let Some(r) = WAKERS.get_ptr_mut(&key) {
-        unsafe {
-            (*r).waker_tid = tid;
-            (*r).waker_tgid = ts.tgid;
-            (*r).ns = now;
-        }
-        return;
-    }
-    let rec = WakeRecord {
-        waker_tid: tid,
-        waker_tgid: ts.tgid,
-        ns: now,
-    };
-    let _ = WAKERS.insert(key, rec, 0);
-}
-
-#[inline(always)]
-fn exit(ctx: &TracePointContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(ts) = task(pid_tgid as u32) else {
-        return;
-    };
-    let kind = ts.futex_kind;
-    if kind == FUTEX_NONE {
-        return;
-    }
+pub fn running_again(ts: &mut TaskState, now: u64) {
     ts.futex_kind = FUTEX_NONE;
-    let ret = ctx_u64(ctx, layout!(sys_exit_ret)) as i64;
-    if kind == FUTEX_WAIT {
-        // EAGAIN: the futex word had already changed, so the call never slept.
-        if ret != EAGAIN {
-            let now = unsafe { bpf_ktime_get_ns() };
-            let d = now.saturating_sub(ts.futex_start_ns);
-            Sink::of(ts).futex_wait(d);
-            if ret == 0 {
-                // Woken: by whom, and was that task preempted meanwhile?
-                attribute_wait(ts, pid_tgid as u32, now);
-            }
-        }
-    } else if ret > 0 {
-        Sink::of(ts).add(counter::FUTEX_WAKES, 1);
+    let d = now.saturating_sub(ts.futex_start_ns);
+    Sink::of(ts).futex_wait(d);
+}
+
+/// `sched_waking(struct task_struct *p)`, in the waker's context.
+#[btf_tracepoint(function = "sched_waking")]
+pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
+    let p = KernelTask::arg(&ctx, 0);
+    if !p.comm_traced() {
+        return 0;
     }
+    let Some(w) = task(p.pid()) else { return 0 };
+    if w.futex_kind != FUTEX_WAIT {
+        return 0;
+    }
+    let waker = KernelTask::current();
+    if !waker.comm_traced() || futex_call(waker) != CALL_WAKE {
+        return 0;
+    }
+    let Some(h) = task(waker.pid()) else { return 0 };
+    // Futex words are only shared within a cluster (its shared memory).
+    if h.cluster != w.cluster || h.tgid == 0 {
+        return 0;
+    }
+    Sink::of(h).add(counter::FUTEX_WAKES, 1);
+    attribute_wait(w, h, unsafe { bpf_ktime_get_ns() });
+    0
 }

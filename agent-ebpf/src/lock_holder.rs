@@ -3,15 +3,11 @@
 //! Task H is a preempted lock holder when it is switched out involuntarily
 //! while task W (same cluster) is blocked in a futex wait, and H then issues
 //! the wake that ends W's wait. Only at W's wakeup do we learn who H is, so
-//! every task keeps its last few involuntary off-CPU intervals, and W, when
-//! its wait ends, sums the overlap of its wait with H's intervals.
-use agent_common::stats::{counter, WakeKey, HOLDER_HISTORY};
+//! every task keeps its last few involuntary off-CPU intervals, and when H
+//! wakes W (sched_waking, see `futex`), W's wait is overlapped with them.
+use agent_common::stats::{counter, HOLDER_HISTORY};
 
-use crate::{
-    account::Sink,
-    maps::{TASKS, WAKERS},
-    task::TaskState,
-};
+use crate::{account::Sink, task::TaskState};
 
 /// Called when `ts` runs again after an involuntary switch-out at `start`.
 #[inline(always)]
@@ -28,32 +24,12 @@ pub fn remember_preemption(ts: &mut TaskState, start: u64, end: u64) {
     ts.hist_next = ts.hist_next.wrapping_add(1);
 }
 
-/// Called when waiter `w` (thread `w_tid`) returns woken from a futex wait
-/// at `now`: finds the task that woke its address and charges the overlap
-/// of the wait (up to the wake) with that task's preemptions.
+/// Called when task `h` wakes `w` out of a futex wait at `now` (from inside
+/// a futex wake): charges the overlap of the wait with `h`'s preemptions.
 #[inline(always)]
-pub fn attribute_wait(w: &mut TaskState, w_tid: u32, now: u64) {
+pub fn attribute_wait(w: &mut TaskState, h: &mut TaskState, now: u64) {
     let wait_start = w.futex_start_ns;
-    let key = WakeKey {
-        cluster: w.cluster,
-        _pad: 0,
-        uaddr: w.futex_uaddr,
-    };
-    let Some(rec) = (unsafe { WAKERS.get(&key) }) else {
-        return;
-    };
-    let woke_at = rec.ns;
-    // The wake must fall inside this wait, and not be our own.
-    if woke_at < wait_start || woke_at > now || rec.waker_tid == w_tid {
-        return;
-    }
-    let Some(h) = TASKS.get_ptr_mut(rec.waker_tid) else {
-        return;
-    };
-    let h = unsafe { &mut *h };
-    if h.tgid != rec.waker_tgid {
-        return; // the thread id was reused
-    }
+    let woke_at = now;
     let mut overlap = 0u64;
     let mut newly = 0u64;
     let mut newly_ns = 0u64;

@@ -2,7 +2,8 @@
 //! overridden with `EbpfLoader::set_max_entries`.
 use agent_common::{
     config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
-    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, WakeKey, WakeRecord},
+    futex::SyscallLayout,
+    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats},
 };
 use aya_ebpf::{
     macros::map,
@@ -16,13 +17,17 @@ use crate::task::TaskState;
 #[unsafe(no_mangle)]
 pub static LAYOUT: Global<TracepointLayout> = Global::new(TracepointLayout {
     exit_group_dead: 0,
-    futex_uaddr: 0,
-    futex_op: 0,
-    futex_wait_uaddr: 0,
-    futex_wake_uaddr: 0,
-    futex_waitv_uaddr: 0,
-    sys_exit_ret: 0,
     _pad: 0,
+});
+
+/// `struct pt_regs` offsets and this architecture's futex syscall numbers.
+#[unsafe(no_mangle)]
+pub static SYSCALLS: Global<SyscallLayout> = Global::new(SyscallLayout {
+    nr: 0,
+    op: 0,
+    nr_size: 8,
+    _pad: 0,
+    numbers: [0; 4],
 });
 
 /// task_struct field offsets, from the kernel's BTF.
@@ -80,11 +85,6 @@ pub static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static PIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
-/// The last task that issued a futex wake on each address, per cluster.
-#[map]
-pub static WAKERS: LruHashMap<WakeKey, WakeRecord> = LruHashMap::with_max_entries(16384, 0);
-
-/// Contended spinlock acquisitions per (cluster, call site).
 #[map]
 pub static SPIN_SITES: PerCpuHashMap<SpinKey, SpinStats> = PerCpuHashMap::with_max_entries(1024, 0);
 

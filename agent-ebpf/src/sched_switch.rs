@@ -5,8 +5,9 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 
 use crate::{
     account::Sink,
+    futex,
     lock_holder::remember_preemption,
-    task::{resolve_current, task, task_or_create, KernelTask},
+    task::{resolve_current, task, task_or_create, KernelTask, FUTEX_WAIT},
 };
 
 /// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.
@@ -70,6 +71,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     } else {
         sink.add(counter::VOLUNTARY_SWITCHES, 1);
         ts.offcpu_ns = 0;
+        futex::blocking(prev, ts, clock.now());
     }
     ts.wake_ns = 0;
 }
@@ -77,6 +79,9 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
 #[inline(always)]
 fn switch_in(next: KernelTask, clock: &mut Clock) {
     let Some(ts) = task(next.pid()) else { return };
+    if ts.futex_kind == FUTEX_WAIT {
+        futex::running_again(ts, clock.now());
+    }
     if ts.offcpu_ns != 0 {
         let now = clock.now();
         let d = now.saturating_sub(ts.offcpu_ns);

@@ -5,7 +5,7 @@ use agent_common::{
     stats::{diag, Counters, HOLDER_HISTORY},
 };
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_task_pt_regs},
     programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
@@ -24,12 +24,10 @@ pub const IGNORED: u32 = 1;
 /// The agent has been told about this task's process.
 pub const ANNOUNCED: u32 = 2;
 
-/// No futex call in flight.
+/// Not in a futex wait.
 pub const FUTEX_NONE: u32 = 0;
-/// A futex wait is in flight.
+/// Blocked in a futex wait (see `futex`).
 pub const FUTEX_WAIT: u32 = 1;
-/// A futex wake is in flight.
-pub const FUTEX_WAKE: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -49,9 +47,8 @@ pub struct TaskState {
     pub wake_ns: u64,
     /// A wakeup latency measured before the task's process was known.
     pub pending_wakeup_ns: u64,
-    /// The futex call in flight: kind, start and address.
+    /// A futex wait in progress (`futex_kind`): when the task blocked.
     pub futex_start_ns: u64,
-    pub futex_uaddr: u64,
     pub futex_kind: u32,
     /// Next slot of the preemption history (a ring, see `lock_holder`).
     pub hist_next: u32,
@@ -78,7 +75,6 @@ const EMPTY: TaskState = TaskState {
     wake_ns: 0,
     pending_wakeup_ns: 0,
     futex_start_ns: 0,
-    futex_uaddr: 0,
     futex_kind: FUTEX_NONE,
     hist_next: 0,
     hist_start: [0; HOLDER_HISTORY],
@@ -120,13 +116,6 @@ macro_rules! ctx_load {
         }
     };
 }
-ctx_load!(ctx_u64, u64, "u64", [8, 16, 24, 32, 40, 48, 56]);
-ctx_load!(
-    ctx_u32,
-    u32,
-    "u32",
-    [8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60]
-);
 // A load must not reach past the record (the kernel refuses the attach), so
 // one-byte fields (sched_process_exit's group_dead) get a one-byte load.
 ctx_load!(
@@ -153,6 +142,29 @@ impl KernelTask {
     #[inline(always)]
     fn load<T: Copy>(self, offset: u32) -> T {
         unsafe { core::ptr::read_volatile(self.0.add(offset as usize) as *const T) }
+    }
+
+    /// The task running this program.
+    #[inline(always)]
+    pub fn current() -> Self {
+        KernelTask(unsafe { bpf_get_current_task_btf() } as *const u8)
+    }
+
+    /// The syscall number and one argument from the task's saved user
+    /// registers (`bpf_task_pt_regs`, a BTF pointer: plain loads at offsets
+    /// from BTF), given where both are in `struct pt_regs`.
+    #[inline(always)]
+    pub fn syscall(self, nr_offset: u32, nr_size: u32, arg_offset: u32) -> (u64, u64) {
+        let regs = unsafe { bpf_task_pt_regs(self.0 as *mut _) } as *const u8;
+        let nr = unsafe {
+            if nr_size == 4 {
+                core::ptr::read_volatile(regs.add(nr_offset as usize) as *const u32) as u64
+            } else {
+                core::ptr::read_volatile(regs.add(nr_offset as usize) as *const u64)
+            }
+        };
+        let arg = unsafe { core::ptr::read_volatile(regs.add(arg_offset as usize) as *const u64) };
+        (nr, arg)
     }
 
     /// The thread id.

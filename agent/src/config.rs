@@ -25,9 +25,6 @@ pub struct Config {
     pub per_process: bool,
     /// Attach the `s_lock` uprobes (spin metrics).
     pub uprobes: bool,
-    /// Attach the futex syscall programs (futex and lock-holder metrics).
-    /// Off only to measure what they cost (`cargo xtask bench`).
-    pub futex: bool,
 }
 
 impl Default for Config {
@@ -42,7 +39,6 @@ impl Default for Config {
             keep_departed: false,
             per_process: true,
             uprobes: true,
-            futex: true,
         }
     }
 }

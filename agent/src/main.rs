@@ -77,10 +77,6 @@ struct RunArgs {
     /// pgpreempt_bpf_program_* (costs ~20 ns per program run).
     #[arg(long)]
     bpf_stats: bool,
-    /// Leave the futex syscall programs out (no futex or lock-holder
-    /// metrics): only to measure what they cost, for `cargo xtask bench`.
-    #[arg(long, hide = true)]
-    no_futex: bool,
     #[command(flatten)]
     probes: ProbeArgs,
 }
@@ -209,7 +205,6 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
         Command::Run(a) => {
             let cfg = Config {
                 bpf_stats: a.bpf_stats,
-                futex: !a.no_futex,
                 // The exporter aggregates per group only (see Config::per_process).
                 per_process: false,
                 ..a.probes.config(a.select)?

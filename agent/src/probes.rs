@@ -28,47 +28,17 @@ pub enum Hook {
 
 /// Every program `pgpreempt run` attaches, by name. The scheduler events are
 /// tp_btf (cheaper per event than the classic tracepoint; see
-/// BENCHMARKS.md); futex needs the syscall tracepoints, since fentry is
-/// refused under lockdown.
+/// BENCHMARKS.md). Futex waits and wakes are read from the tasks' saved
+/// registers by these same programs: no syscall tracepoint, whose slow
+/// syscall path every task would pay for.
 pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
     ("sched_wakeup", Hook::Btf("sched_wakeup")),
     ("sched_wakeup_new", Hook::Btf("sched_wakeup_new")),
+    ("sched_waking", Hook::Btf("sched_waking")),
     (
         "sched_process_exit",
         Hook::Tracepoint("sched", "sched_process_exit", true),
-    ),
-    (
-        "sys_enter_futex",
-        Hook::Tracepoint("syscalls", "sys_enter_futex", true),
-    ),
-    (
-        "sys_exit_futex",
-        Hook::Tracepoint("syscalls", "sys_exit_futex", true),
-    ),
-    (
-        "sys_enter_futex_wait",
-        Hook::Tracepoint("syscalls", "sys_enter_futex_wait", false),
-    ),
-    (
-        "sys_exit_futex_wait",
-        Hook::Tracepoint("syscalls", "sys_exit_futex_wait", false),
-    ),
-    (
-        "sys_enter_futex_wake",
-        Hook::Tracepoint("syscalls", "sys_enter_futex_wake", false),
-    ),
-    (
-        "sys_exit_futex_wake",
-        Hook::Tracepoint("syscalls", "sys_exit_futex_wake", false),
-    ),
-    (
-        "sys_enter_futex_waitv",
-        Hook::Tracepoint("syscalls", "sys_enter_futex_waitv", false),
-    ),
-    (
-        "sys_exit_futex_waitv",
-        Hook::Tracepoint("syscalls", "sys_exit_futex_waitv", false),
     ),
 ];
 
@@ -82,8 +52,6 @@ pub struct Probes {
     tracefs: std::path::PathBuf,
     /// The kernel's BTF, parsed for the first tp_btf program.
     btf: Option<Btf>,
-    /// Attach the futex syscall programs (see `Config::futex`).
-    futex: bool,
 }
 
 impl Probes {
@@ -92,7 +60,9 @@ impl Probes {
         privileges::check()?;
         let root = tracefs::locate(cfg.tracefs.as_deref())?;
         let layout = tracefs::layout(&root)?;
-        let task_layout = task_layout::read(std::path::Path::new(task_layout::VMLINUX_BTF))?;
+        let btf_path = std::path::Path::new(task_layout::VMLINUX_BTF);
+        let task_layout = task_layout::read(btf_path)?;
+        let syscalls = task_layout::read_syscalls(btf_path)?;
         log::debug!("{}", task_layout::describe(&task_layout));
         let comms = CommFilter::new(cfg.comms.iter().map(|c| c.as_bytes()))
             .ok_or_else(|| AgentError::Config("--comm: at most 8 names of 1 to 15 bytes".into()))?;
@@ -107,6 +77,7 @@ impl Probes {
             .btf(None)
             .override_global("LAYOUT", &layout, true)
             .override_global("TASK_LAYOUT", &task_layout, true)
+            .override_global("SYSCALLS", &syscalls, true)
             .override_global("COMMS", &comms, true)
             .override_global("PID_FILTER", &pid_filter, true)
             .override_global("PER_PROCESS", &per_process, true)
@@ -155,7 +126,6 @@ impl Probes {
             _stats: stats,
             tracefs: root,
             btf: None,
-            futex: cfg.futex,
         })
     }
 
@@ -232,9 +202,6 @@ impl Probes {
         for &(name, hook) in PROGRAMS {
             if !self.on_this_kernel(hook) {
                 log::debug!("{hook:?} not on this kernel; {name} not attached");
-                continue;
-            }
-            if !self.futex && matches!(hook, Hook::Tracepoint("syscalls", ..)) {
                 continue;
             }
             self.attach_one(name, hook)?;

@@ -1,11 +1,15 @@
 //! Where `struct task_struct` keeps `pid`, `tgid` and `comm` on this kernel,
-//! read from the kernel's BTF (`/sys/kernel/btf/vmlinux`). The scheduler
+//! and `struct pt_regs` the syscall number and futex(2)'s `op`, read from
+//! the kernel's BTF (`/sys/kernel/btf/vmlinux`). The scheduler
 //! programs are tp_btf programs that get task pointers and load these fields
 //! directly; rustc emits no CO-RE relocations, so the offsets are handed to
 //! them at load time (`TASK_LAYOUT`).
 use std::path::Path;
 
-use agent_common::config::{TaskLayout, COMM_LEN};
+use agent_common::{
+    config::{TaskLayout, COMM_LEN},
+    futex::{syscall_numbers, SyscallLayout},
+};
 use btf_rs::{Backend, Btf, Type};
 
 use crate::error::AgentError;
@@ -15,6 +19,21 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Reads the task_struct layout from the BTF file at `path`.
 pub fn read(path: &Path) -> Result<TaskLayout, AgentError> {
+    from_btf(&open(path)?)
+}
+
+/// Reads where `struct pt_regs` keeps the syscall number and futex(2)'s
+/// `op`, and this architecture's futex syscall numbers.
+pub fn read_syscalls(path: &Path) -> Result<SyscallLayout, AgentError> {
+    let arch = std::env::consts::ARCH;
+    let numbers = syscall_numbers(arch).ok_or_else(|| {
+        AgentError::KernelUnsupported(format!("no futex syscall numbers for {arch}"))
+    })?;
+    syscalls_from_btf(&open(path)?, arch, numbers)
+}
+
+/// The file, mapped.
+fn open(path: &Path) -> Result<Btf, AgentError> {
     if !path.exists() {
         return Err(AgentError::KernelUnsupported(format!(
             "no BTF at {} (build the kernel with CONFIG_DEBUG_INFO_BTF=y)",
@@ -28,7 +47,52 @@ pub fn read(path: &Path) -> Result<TaskLayout, AgentError> {
         .map_err(|e| {
             AgentError::KernelUnsupported(format!("reading BTF from {}: {e}", path.display()))
         })?;
-    from_btf(&btf)
+    Ok(btf)
+}
+
+/// The registers' offsets in parsed BTF: x86-64 `orig_ax` and `si`, arm64
+/// `syscallno` (an s32) and `regs[1]`.
+pub fn syscalls_from_btf(
+    btf: &Btf,
+    arch: &str,
+    numbers: [u32; 4],
+) -> Result<SyscallLayout, AgentError> {
+    let unsupported = |what: String| AgentError::KernelUnsupported(what);
+    let regs = btf
+        .resolve_types_by_name("pt_regs")
+        .map_err(|e| unsupported(format!("pt_regs not in BTF: {e}")))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| unsupported("pt_regs not in BTF".into()))?;
+    let member = |name: &str| -> Result<(u32, usize), AgentError> {
+        let (bits, ty) = find_member(btf, &regs, name, 0)
+            .ok_or_else(|| unsupported(format!("pt_regs has no `{name}` in BTF ({arch})")))?;
+        let size = type_size(btf, &ty).unwrap_or(0);
+        if bits % 8 != 0 {
+            return Err(unsupported(format!("pt_regs.{name} is a bit field")));
+        }
+        Ok((bits / 8, size))
+    };
+    let ((nr, nr_size), op) = match arch {
+        "x86_64" => (member("orig_ax")?, member("si")?.0),
+        "aarch64" => (member("syscallno")?, member("regs")?.0 + 8),
+        other => return Err(unsupported(format!("no pt_regs layout for {other}"))),
+    };
+    if nr_size != 4 && nr_size != 8 {
+        return Err(unsupported(format!(
+            "the syscall number in pt_regs is {nr_size} bytes"
+        )));
+    }
+    Ok(SyscallLayout {
+        nr,
+        op,
+        nr_size: nr_size as u32,
+        _pad: 0,
+        numbers,
+    })
 }
 
 /// Finds the fields in parsed BTF.
@@ -131,6 +195,16 @@ mod tests {
         assert_eq!(l.tgid, l.pid + 4, "{}", describe(&l));
         assert!(l.comm > l.tgid, "{}", describe(&l));
         assert!(l.pid > 0 && l.comm < 16384, "{}", describe(&l));
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn reads_this_kernels_pt_regs() {
+        let l = read_syscalls(Path::new(VMLINUX_BTF)).expect("BTF of the running kernel");
+        // x86-64: orig_ax follows the 15 saved general registers; si is the
+        // 14th of them.
+        assert_eq!((l.nr, l.nr_size, l.op), (120, 8, 104), "{l:?}");
+        assert_eq!(l.numbers[0], 202);
     }
 
     #[test]

@@ -167,27 +167,10 @@ pub fn layout(root: &Path) -> Result<TracepointLayout, AgentError> {
         })
     };
     let ex = need("sched", "sched_process_exit")?;
-    let fe = need("syscalls", "sys_enter_futex")?;
-    let fx = need("syscalls", "sys_exit_futex")?;
-    let fwait = read_format(root, "syscalls", "sys_enter_futex_wait")?;
-    let fwake = read_format(root, "syscalls", "sys_enter_futex_wake")?;
-    let fwaitv = read_format(root, "syscalls", "sys_enter_futex_waitv")?;
-    let opt = |f: &Option<Format>, ev: &str, field: &str| -> Result<u32, AgentError> {
-        match f {
-            Some(f) => f.offset(ev, field, 8),
-            None => Ok(0),
-        }
-    };
     let l = TracepointLayout {
-        // group_dead is recent (Linux 6.16); 0: the programs use "the
+        // group_dead is recent (Linux 6.16); 0: the program uses "the
         // leader exited" instead.
         exit_group_dead: ex.fields.get("group_dead").map_or(0, |&(off, _)| off),
-        futex_uaddr: fe.offset("sys_enter_futex", "uaddr", 8)?,
-        futex_op: fe.offset("sys_enter_futex", "op", 8)?,
-        futex_wait_uaddr: opt(&fwait, "sys_enter_futex_wait", "uaddr")?,
-        futex_wake_uaddr: opt(&fwake, "sys_enter_futex_wake", "uaddr")?,
-        futex_waitv_uaddr: opt(&fwaitv, "sys_enter_futex_waitv", "waiters")?,
-        sys_exit_ret: fx.offset("sys_exit_futex", "ret", 8)?,
         _pad: 0,
     };
     l.fits().map_err(|(field, off)| {

@@ -54,18 +54,16 @@ enum Cfg {
     Baseline,
     Agent,
     AgentTraced,
-    AgentNoFutex,
     Floor,
     FloorBtf,
     Peer,
 }
 
 impl Cfg {
-    const ALL: [Cfg; 7] = [
+    const ALL: [Cfg; 6] = [
         Cfg::Baseline,
         Cfg::Agent,
         Cfg::AgentTraced,
-        Cfg::AgentNoFutex,
         Cfg::Floor,
         Cfg::FloorBtf,
         Cfg::Peer,
@@ -75,9 +73,6 @@ impl Cfg {
             Cfg::Baseline => "no agent",
             Cfg::Agent => "pgpreempt (default)",
             Cfg::AgentTraced => "pgpreempt, ping-pong traced (--comm sched-pipe)",
-            Cfg::AgentNoFutex => {
-                "pgpreempt without its futex syscall programs (--no-futex: cost comparison only)"
-            }
             Cfg::Floor => "floor: one program counting sched_switch (classic tracepoint)",
             Cfg::FloorBtf => "floor: one program counting sched_switch (tp_btf, as the agent)",
             Cfg::Peer => "peer: bpftrace runqlat-style script",
@@ -87,11 +82,11 @@ impl Cfg {
     fn start(self) -> Result<Option<Bg>> {
         Ok(match self {
             Cfg::Baseline => None,
-            Cfg::Agent | Cfg::AgentTraced | Cfg::AgentNoFutex => {
-                let extra: &[&str] = match self {
-                    Cfg::AgentTraced => &["--comm", "sched-pipe"],
-                    Cfg::AgentNoFutex => &["--no-futex"],
-                    _ => &[],
+            Cfg::Agent | Cfg::AgentTraced => {
+                let extra: &[&str] = if self == Cfg::AgentTraced {
+                    &["--comm", "sched-pipe"]
+                } else {
+                    &[]
                 };
                 Some(agent(extra)?.0)
             }
@@ -221,47 +216,41 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
         .unwrap_or(2);
     let clients = cpus * 4;
     let (mut ratios, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0u64);
-    let (mut baseline, mut no_futex) = (Vec::new(), Vec::new());
+    let mut baseline = Vec::new();
     let mut rows = Vec::new();
     let (c, secs) = (clients.to_string(), plan.pair_secs.to_string());
     let run = || tps(&pg, &["-c", &c, "-j", "2", "-T", &secs]);
-    // tps with the agent started with `extra`, and its CPU share and RSS.
-    let with = |extra: &[&str], cpu: &mut Vec<f64>, rss: &mut u64| -> Result<f64> {
-        let (a, _) = agent(extra)?;
-        let pid = a.0.id();
-        let (c0, t0) = (cpu_secs(pid)?, Instant::now());
-        let tps = run()?;
-        cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
-        *rss = (*rss).max(vm_hwm_kib(pid)?);
-        Ok(tps)
-    };
     for pair in 0..plan.pairs {
-        eprintln!("bench: pgbench round {}/{}", pair + 1, plan.pairs);
-        // Three runs a round, the order rotated so that drift favours none:
-        // without the agent, with it, and with it minus the futex syscall
-        // programs (what those cost; not a configuration to run).
-        let (mut without, mut with_agent, mut light) = (0.0, 0.0, 0.0);
-        for step in 0..3 {
-            match (pair + step) % 3 {
-                0 => without = run()?,
-                1 => with_agent = with(&[], &mut cpu, &mut rss)?,
-                _ => light = with(&["--no-futex"], &mut Vec::new(), &mut 0)?,
-            }
-        }
+        eprintln!("bench: pgbench pair {}/{}", pair + 1, plan.pairs);
+        // Alternate the order so that drift does not favour one side.
+        let with = |cpu: &mut Vec<f64>, rss: &mut u64| -> Result<f64> {
+            let (a, _) = agent(&[])?;
+            let pid = a.0.id();
+            let (c0, t0) = (cpu_secs(pid)?, Instant::now());
+            let tps = run()?;
+            cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
+            *rss = (*rss).max(vm_hwm_kib(pid)?);
+            Ok(tps)
+        };
+        let (without, with_agent) = if pair % 2 == 0 {
+            let w = run()?;
+            (w, with(&mut cpu, &mut rss)?)
+        } else {
+            let a = with(&mut cpu, &mut rss)?;
+            (run()?, a)
+        };
         ratios.push(with_agent / without);
         baseline.push(without);
-        no_futex.push(light / without);
         rows.push(format!(
-            "| {} | {without:.0} | {with_agent:.0} | {:.3} | {light:.0} | {:.3} |",
+            "| {} | {without:.0} | {with_agent:.0} | {:.3} |",
             pair + 1,
-            with_agent / without,
-            light / without
+            with_agent / without
         ));
     }
-    writeln!(out, "pgbench TPC-B-like, {clients} clients on {cpus} CPUs, {} rounds of three {} s runs (order rotated): no agent, the agent with default settings (uprobes on), and the agent without its futex syscall programs (`--no-futex`, hidden: it only shows what those programs and the syscall slow path they switch on cost):\n", plan.pairs, plan.pair_secs)?;
+    writeln!(out, "pgbench TPC-B-like, {clients} clients on {cpus} CPUs, {} pairs of {} s, agent with default settings (uprobes on):\n", plan.pairs, plan.pair_secs)?;
     writeln!(
         out,
-        "| round | tps without | tps with | ratio | tps without futex programs | ratio |\n|---|---|---|---|---|---|"
+        "| pair | tps without | tps with | ratio |\n|---|---|---|---|"
     )?;
     for r in rows {
         writeln!(out, "{r}")?;
@@ -270,9 +259,8 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
     let hi = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     writeln!(
         out,
-        "\nmedian ratio {:.3}, spread {lo:.3} to {hi:.3}; without the futex programs {:.3}",
-        median(&ratios),
-        median(&no_futex)
+        "\nmedian ratio {:.3}, spread {lo:.3} to {hi:.3}",
+        median(&ratios)
     )?;
     let baseline_spread = spread(&baseline);
     if baseline_spread > NOISE_LIMIT {

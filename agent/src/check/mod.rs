@@ -23,9 +23,8 @@ pub const REQUIRED_TRACEPOINTS: &[&str] = &[
     "sched/sched_switch",
     "sched/sched_wakeup",
     "sched/sched_wakeup_new",
+    "sched/sched_waking",
     "sched/sched_process_exit",
-    "syscalls/sys_enter_futex",
-    "syscalls/sys_exit_futex",
 ];
 
 const CAP_SYS_ADMIN: u32 = 21;
@@ -669,10 +668,10 @@ mod tests {
 
         // A missing tracepoint.
         let h = Host::new();
-        h.remove("sys/kernel/tracing/events/syscalls");
+        h.remove("sys/kernel/tracing/events/sched/sched_waking");
         let c = h.check(rseq::Probe::Unknown, None);
         assert!(!c.ok);
-        assert!(c.tracepoints.detail.contains("syscalls/sys_enter_futex"));
+        assert!(c.tracepoints.detail.contains("sched/sched_waking"));
 
         // Programs the verifier rejects.
         let h = Host::new();
