@@ -55,16 +55,18 @@ pub fn running_again(ts: &mut TaskState, now: u64) {
 /// `sched_waking(struct task_struct *p)`, in the waker's context.
 #[btf_tracepoint(function = "sched_waking")]
 pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
+    // Cheapest first: task fields and saved registers, no map lookup, so
+    // that every other wakeup ends here.
     let p = KernelTask::arg(&ctx, 0);
-    if !p.comm_traced() {
-        return 0;
-    }
-    let Some(w) = task(p.pid()) else { return 0 };
-    if w.futex_kind != FUTEX_WAIT {
+    if !p.comm_traced() || futex_call(p) != CALL_WAIT {
         return 0;
     }
     let waker = KernelTask::current();
     if !waker.comm_traced() || futex_call(waker) != CALL_WAKE {
+        return 0;
+    }
+    let Some(w) = task(p.pid()) else { return 0 };
+    if w.futex_kind != FUTEX_WAIT {
         return 0;
     }
     let Some(h) = task(waker.pid()) else { return 0 };
