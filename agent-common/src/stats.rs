@@ -17,11 +17,11 @@ pub mod counter {
     pub const WAKEUPS: usize = 4;
     /// Sum of those intervals.
     pub const WAKEUP_LATENCY_NS: usize = 5;
-    /// Futex wait calls that blocked (see README).
+    /// Futex waits that blocked (see README).
     pub const FUTEX_WAITS: usize = 6;
     /// Time spent in those calls.
     pub const FUTEX_WAIT_NS: usize = 7;
-    /// Futex wake calls that woke at least one task.
+    /// Waiters woken from a futex wait by this task inside a futex wake.
     pub const FUTEX_WAKES: usize = 8;
     /// Involuntary switch-outs of a task that overlapped the futex wait of a
     /// task it then woke (counted once per switch-out, on the holder).
@@ -69,7 +69,7 @@ pub mod hist_kind {
     pub const PREEMPTED: usize = 0;
     /// From wakeup until the task runs.
     pub const WAKEUP_LATENCY: usize = 1;
-    /// Time blocked in one futex wait call.
+    /// Time blocked in one futex wait.
     pub const FUTEX_WAIT: usize = 2;
 }
 pub const NUM_HISTS: usize = 3;
@@ -102,7 +102,8 @@ pub const UNASSIGNED_GROUP: u32 = 0;
 pub struct ProcInfo {
     /// Index into the group statistics.
     pub group: u32,
-    /// Cluster id: futex addresses are matched only within one cluster.
+    /// Cluster id: a holder and a waiter are matched only within one
+    /// cluster (processes sharing one shared-memory segment).
     pub cluster: u32,
 }
 

@@ -109,7 +109,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         ),
         (
             "pgpreempt_futex_wait_seconds",
-            "Time blocked in one futex wait call (PostgreSQL semaphores: LWLock and lock waits).",
+            "Time blocked in one futex wait, from blocking until running again (PostgreSQL semaphores: LWLock and lock waits).",
             kind_futex(),
         ),
     ] {
@@ -187,7 +187,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
 
     out.push(family(
         "pgpreempt_futex_wakes_total",
-        "Futex wake calls that woke at least one task.",
+        "Waiters woken from a futex wait by this task inside a futex wake (one per waiter). Counted on the waker.",
         MetricType::COUNTER,
         s.groups
             .iter()
