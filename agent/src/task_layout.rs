@@ -58,15 +58,7 @@ pub fn syscalls_from_btf(
     numbers: [u32; 4],
 ) -> Result<SyscallLayout, AgentError> {
     let unsupported = |what: String| AgentError::KernelUnsupported(what);
-    let regs = btf
-        .resolve_types_by_name("pt_regs")
-        .map_err(|e| unsupported(format!("pt_regs not in BTF: {e}")))?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
-        .ok_or_else(|| unsupported("pt_regs not in BTF".into()))?;
+    let regs = struct_named(btf, "pt_regs")?;
     let member = |name: &str| -> Result<(u32, usize), AgentError> {
         let (bits, ty) = find_member(btf, &regs, name, 0)
             .ok_or_else(|| unsupported(format!("pt_regs has no `{name}` in BTF ({arch})")))?;
@@ -98,15 +90,7 @@ pub fn syscalls_from_btf(
 /// Finds the fields in parsed BTF.
 pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
     let unsupported = |what: String| AgentError::KernelUnsupported(what);
-    let task = btf
-        .resolve_types_by_name("task_struct")
-        .map_err(|e| unsupported(format!("task_struct not in BTF: {e}")))?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) if !s.members.is_empty() => Some(s),
-            _ => None,
-        })
-        .ok_or_else(|| unsupported("task_struct not in BTF".into()))?;
+    let task = struct_named(btf, "task_struct")?;
     let field = |name: &str, size: usize| -> Result<u32, AgentError> {
         let (bits, ty) = find_member(btf, &task, name, 0)
             .ok_or_else(|| unsupported(format!("task_struct has no `{name}` in BTF")))?;
@@ -124,6 +108,18 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         comm: field("comm", COMM_LEN)?,
         _pad: 0,
     })
+}
+
+/// The (complete) struct called `name`.
+fn struct_named(btf: &Btf, name: &str) -> Result<btf_rs::Struct, AgentError> {
+    btf.resolve_types_by_name(name)
+        .map_err(|e| AgentError::KernelUnsupported(format!("{name} not in BTF: {e}")))?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) if !s.members.is_empty() => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| AgentError::KernelUnsupported(format!("{name} not in BTF")))
 }
 
 /// The bit offset and type of member `name`, looking inside anonymous

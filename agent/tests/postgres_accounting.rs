@@ -20,8 +20,7 @@ fn backends_match_the_kernel_under_pgbench() {
     // More clients than CPUs, so backends preempt each other.
     let mut bench = pg.start_pgbench();
     let mut lock = pg.session();
-    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    pg.all_pgbench_blocked();
+    pg.block_pgbench(&mut lock);
     let pids = pg.pgbench_backends();
     assert_eq!(pids.len(), clients());
     agent.refresh();
@@ -63,8 +62,7 @@ fn backends_match_the_kernel_under_pgbench() {
     let before = read(&agent);
     lock.send("COMMIT;");
     std::thread::sleep(Duration::from_secs(6));
-    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    pg.all_pgbench_blocked();
+    pg.block_pgbench(&mut lock);
     common::wait_asleep(&pids);
     let after = read(&agent);
     agent.refresh();

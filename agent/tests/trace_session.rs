@@ -155,8 +155,7 @@ fn trace_report_matches_the_kernel_under_pgbench() {
     let datadir = pg.data().canonicalize().unwrap().display().to_string();
     let mut bench = pg.start_pgbench();
     let mut lock = pg.session();
-    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    pg.all_pgbench_blocked();
+    pg.block_pgbench(&mut lock);
     let pids = pg.pgbench_backends();
     assert_eq!(pids.len(), clients());
     common::wait_asleep(&pids);
@@ -177,8 +176,7 @@ fn trace_report_matches_the_kernel_under_pgbench() {
     trace.wait_for_line("programs attached");
     lock.send("COMMIT;");
     std::thread::sleep(Duration::from_secs(4));
-    lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
-    pg.all_pgbench_blocked();
+    pg.block_pgbench(&mut lock);
     common::wait_asleep(&pids);
     let after: Vec<KernelTruth> = pids.iter().map(|&p| common::truth(p)).collect();
     // The window is exact only if it closed while the session still ran.

@@ -129,8 +129,16 @@ impl Cluster {
         .collect()
     }
 
+    /// Takes the table lock every pgbench transaction needs, in `lock`'s
+    /// transaction, and waits until every backend waits on it: the edge of
+    /// a window where nothing of theirs runs. `COMMIT;` on `lock` opens it.
+    pub fn block_pgbench(&self, lock: &mut Session) {
+        lock.send("BEGIN; LOCK TABLE pgbench_branches IN ACCESS EXCLUSIVE MODE;");
+        self.all_pgbench_blocked();
+    }
+
     /// Waits until every pgbench backend waits on a lock (the test's
-    /// `LOCK TABLE`): the edge of a window where nothing of theirs runs.
+    /// `LOCK TABLE`).
     pub fn all_pgbench_blocked(&self) {
         self.wait_for(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND wait_event_type = 'Lock'",
