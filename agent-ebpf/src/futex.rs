@@ -33,12 +33,13 @@ fn futex_call(t: KernelTask) -> u32 {
 }
 
 /// At a voluntary switch-out of traced task `prev` (state `ts`): starts a
-/// futex wait if it is blocking in one.
+/// futex wait if it is blocking in one. `now` is called (a clock read) only
+/// then.
 #[inline(always)]
-pub fn blocking(prev: KernelTask, ts: &mut TaskState, now: u64) {
+pub fn blocking(prev: KernelTask, ts: &mut TaskState, now: impl FnOnce() -> u64) {
     if futex_call(prev) == CALL_WAIT {
         ts.futex_kind = FUTEX_WAIT;
-        ts.futex_start_ns = now;
+        ts.futex_start_ns = now();
     } else {
         ts.futex_kind = FUTEX_NONE;
     }

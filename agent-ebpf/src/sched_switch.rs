@@ -71,7 +71,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     } else {
         sink.add(counter::VOLUNTARY_SWITCHES, 1);
         ts.offcpu_ns = 0;
-        futex::blocking(prev, ts, clock.now());
+        futex::blocking(prev, ts, || clock.now());
     }
     ts.wake_ns = 0;
 }

@@ -247,10 +247,19 @@ pub fn own_run_delay_ns() -> u64 {
 
 /// This thread's involuntary context switches so far.
 pub fn own_nivcsw() -> u64 {
+    own_switches(b"nonvoluntary_ctxt_switches:")
+}
+
+/// This thread's voluntary context switches (the kernel's nvcsw): each
+/// blocking futex wait is one.
+pub fn own_nvcsw() -> u64 {
+    own_switches(b"\nvoluntary_ctxt_switches:")
+}
+
+fn own_switches(key: &[u8]) -> u64 {
     let mut buf = [0u8; 4096];
     let n = read_small(c"/proc/thread-self/status", &mut buf);
     let s = &buf[..n];
-    let key = b"nonvoluntary_ctxt_switches:";
     match s.windows(key.len()).position(|w| w == key) {
         Some(i) => parse_u64(&s[i + key.len()..]),
         None => 0,
