@@ -18,7 +18,7 @@ pub enum AgentError {
     )]
     MissingPrivileges(String),
 
-    #[error("this kernel cannot run pgpreempt: {0} (Linux 5.11 or later with tracepoints, BTF and BPF is required)")]
+    #[error("this kernel cannot run pgpreempt: {0} (Linux 5.15 or later with tracepoints, BTF and BPF is required)")]
     KernelUnsupported(String),
 
     #[error("{what}: {source}")]

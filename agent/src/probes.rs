@@ -131,10 +131,7 @@ impl Probes {
 
     /// Loads one program into the kernel (the verifier checks it).
     fn load_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
-        let program = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?;
+        let program = program(&mut self.ebpf, name)?;
         match hook {
             Hook::Btf(tp) => {
                 let prog: &mut BtfTracePoint = program
@@ -164,10 +161,7 @@ impl Probes {
             program: format!("{name} to {hook:?}"),
             detail: format!("{e:#}"),
         };
-        let program = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))?;
+        let program = program(&mut self.ebpf, name)?;
         match hook {
             Hook::Btf(_) => {
                 let prog: &mut BtfTracePoint = program
@@ -224,6 +218,15 @@ impl Probes {
         self.btf = None;
         Ok(n)
     }
+}
+
+/// Program `name` of the object.
+fn program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<&'a mut aya::programs::Program, AgentError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| AgentError::Load(format!("program {name} missing from the object")))
 }
 
 fn load_error(name: &str, e: ProgramError) -> AgentError {

@@ -171,19 +171,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             ]),
             &logs("pgbench-tpcb.log"),
         ),
-        spawn(
-            pg.pgbench().args([
-                "-S",
-                "-c",
-                &(cpus * 8).min(48).to_string(),
-                "-j",
-                "2",
-                "-T",
-                &seconds,
-                "postgres",
-            ]),
-            &logs("pgbench-select.log"),
-        ),
+        spawn(&mut pg.select_only(&seconds), &logs("pgbench-select.log")),
     ];
 
     let config = dir.path().join("prometheus.yml");

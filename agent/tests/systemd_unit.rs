@@ -160,19 +160,8 @@ struct Load {
 fn load() -> Load {
     let pg = Cluster::start(&["shared_buffers=2MB"]);
     pg.init_pgbench(2);
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let bench = Guard(
-        pg.pgbench()
-            .args([
-                "-S",
-                "-c",
-                &(cpus * 8).min(48).to_string(),
-                "-j",
-                "2",
-                "-T",
-                "600",
-                "postgres",
-            ])
+        pg.select_only("600")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

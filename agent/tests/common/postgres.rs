@@ -92,6 +92,25 @@ impl Cluster {
         c
     }
 
+    /// pgbench select-only for `seconds` with clients well above the CPU
+    /// count (capped below max_connections): with `shared_buffers=2MB` the
+    /// workload that contends PostgreSQL's spinlocks. Not started.
+    pub fn select_only(&self, seconds: &str) -> Command {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut c = self.pgbench();
+        c.args([
+            "-S",
+            "-c",
+            &(cpus * 8).min(48).to_string(),
+            "-j",
+            "2",
+            "-T",
+            seconds,
+            "postgres",
+        ]);
+        c
+    }
+
     /// pgbench TPC-B-like with [`clients`] clients for up to two minutes,
     /// returned once at least half of them are running queries (pgbench
     /// reads pgbench_branches at start-up: a test locks it only after).
