@@ -7,7 +7,7 @@ mod common;
 
 use agent_common::stats::counter;
 use common::workload::{
-    burn_cpu, errno, fork_child, futex_wait, futex_wake, is_asleep, kill, own_nivcsw, own_nvcsw,
+    burn_cpu, errno, fork_child, futex_wait_blocked, futex_wake, is_asleep, kill, own_nivcsw,
     own_run_delay_ns, pin_to_cpu, reap, set_comm, sleep_ns, spin_for, Shared,
 };
 use pgpreempt::{agent::Agent, config::Config};
@@ -25,8 +25,8 @@ struct Board {
     cs_run_delay_ns: u64,
     cs_nivcsw: u64,
     waits: [u64; WAITERS],
-    /// The kernel's voluntary switches of each waiter over its rounds: each
-    /// futex wait that really blocked is one.
+    /// The kernel's voluntary switches of each waiter inside its futex
+    /// calls: each futex wait that really blocked is one.
     blocked: [u64; WAITERS],
     /// Each waiter's wait per round, as the waiter measured it, and the
     /// holder's critical section (CLOCK_MONOTONIC ns).
@@ -72,21 +72,22 @@ fn run(with_hog: bool) -> Run {
             pin_to_cpu(wait_cpu);
             sleep_ns(1_000_000);
             let board = unsafe { &mut *(b as *mut Board) };
-            let n0 = own_nvcsw();
+            // Fault in the code of the measured loop (returns EAGAIN).
+            futex_wait_blocked(&mut board.word, u32::MAX);
             for round in 0..ROUNDS {
                 board
                     .waiting
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 board.wait_start[w][round as usize] = common::workload::now_ns();
                 while unsafe { std::ptr::read_volatile(&board.word) } == round {
-                    let r = futex_wait(&mut board.word, round);
+                    let (r, blocked) = futex_wait_blocked(&mut board.word, round);
+                    board.blocked[w] += blocked;
                     if r == 0 || errno() != libc::EAGAIN {
                         board.waits[w] += 1;
                     }
                 }
                 board.wait_end[w][round as usize] = common::workload::now_ns();
             }
-            board.blocked[w] = own_nvcsw() - n0;
         }));
     }
     let mut waiter_pids = [0u32; WAITERS];

@@ -95,6 +95,27 @@ pub fn futex_wake(word: *mut u32, n: i32) -> i64 {
     unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n) }
 }
 
+/// `futex_wait`, and the kernel's count of this thread's voluntary switches
+/// during the call: 1 when it blocked (0 when it returned at once, or was
+/// woken before it slept). Switches outside the call (a page fault waiting
+/// for a page lock, a `/proc` read) are not in it: the agent does not count
+/// them as futex waits either. Call it once before the measured part so the
+/// code it runs is faulted in.
+pub fn futex_wait_blocked(word: *mut u32, expected: u32) -> (i64, u64) {
+    let n0 = thread_nvcsw();
+    let r = futex_wait(word, expected);
+    (r, thread_nvcsw() - n0)
+}
+
+/// This thread's voluntary switches, from `getrusage(RUSAGE_THREAD)`: one
+/// syscall that cannot block, unlike a `/proc` read.
+pub fn thread_nvcsw() -> u64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    assert_eq!(r, 0, "getrusage(RUSAGE_THREAD)");
+    ru.ru_nvcsw as u64
+}
+
 pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -248,12 +269,6 @@ pub fn own_run_delay_ns() -> u64 {
 /// This thread's involuntary context switches so far.
 pub fn own_nivcsw() -> u64 {
     own_switches(b"nonvoluntary_ctxt_switches:")
-}
-
-/// This thread's voluntary context switches (the kernel's nvcsw): each
-/// blocking futex wait is one.
-pub fn own_nvcsw() -> u64 {
-    own_switches(b"\nvoluntary_ctxt_switches:")
 }
 
 fn own_switches(key: &[u8]) -> u64 {
