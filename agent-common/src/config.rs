@@ -120,6 +120,11 @@ pub struct TaskLayout {
     pub tgid: u32,
     /// `comm` (16 bytes).
     pub comm: u32,
+    /// `sched_info.run_delay` (u64): the kernel's run-queue time of the task
+    /// (schedstat's second field), used for wakeup latency.
+    pub run_delay: u32,
+    /// `sched_info.pcount` (unsigned long): how many times it has run.
+    pub pcount: u32,
     pub _pad: u32,
 }
 

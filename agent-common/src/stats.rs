@@ -107,6 +107,21 @@ pub struct ProcInfo {
     pub cluster: u32,
 }
 
+/// A thread's run-queue time when the agent started (key: tid), from
+/// `/proc/PID/task/TID/schedstat`: the kernel programs measure wakeup
+/// latency as the growth of that figure, and a thread they first see after
+/// start-up needs to know where it stood (see agent `task_seeds`).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct TaskSeed {
+    /// `sched_info.run_delay`, ns.
+    pub run_delay: u64,
+    /// Non-zero: the thread was asleep, so the wait before its next run
+    /// follows a wakeup.
+    pub slept: u32,
+    pub _pad: u32,
+}
+
 /// Agent health counters kept by the kernel programs (index into `DIAG`).
 pub mod diag {
     /// A task could not be added to the task map.
@@ -119,7 +134,16 @@ pub mod diag {
     pub const BAD_GROUP: usize = 3;
     /// A new spinlock call site could not be added (the site map is full).
     pub const SPIN_SITES_FULL: usize = 4;
-    pub const NUM: usize = 5;
+    /// A traced task switched out while the programs still had it off the
+    /// CPU: the kernel did not run `sched_switch` for its switch-in (rare,
+    /// under load). What the switch-in ends was ended at that switch-out,
+    /// one run late.
+    pub const SWITCH_IN_MISSED: usize = 5;
+    /// Switch-outs of traced tasks the kernel did not run `sched_switch` for,
+    /// seen afterwards in the task's run count (`sched_info.pcount`): what
+    /// they would have started (a futex wait, a preemption) is missing.
+    pub const SWITCH_OUT_MISSED: usize = 6;
+    pub const NUM: usize = 7;
 }
 
 /// How many recent involuntary off-CPU intervals each task keeps for

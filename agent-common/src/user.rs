@@ -2,13 +2,14 @@
 use crate::{
     config::CommFilter,
     event::ProcEvent,
-    stats::{Counters, GroupStats, ProcInfo},
+    stats::{Counters, GroupStats, ProcInfo, TaskSeed},
 };
 
 // SAFETY: all are #[repr(C)], made of integers only, without padding.
 unsafe impl aya::Pod for Counters {}
 unsafe impl aya::Pod for GroupStats {}
 unsafe impl aya::Pod for ProcInfo {}
+unsafe impl aya::Pod for TaskSeed {}
 unsafe impl aya::Pod for ProcEvent {}
 unsafe impl aya::Pod for CommFilter {}
 unsafe impl aya::Pod for crate::config::TracepointLayout {}

@@ -32,12 +32,19 @@ fn futex_call(t: KernelTask) -> u32 {
     classify(numbers, nr, op)
 }
 
-/// At a voluntary switch-out of traced task `prev` (state `ts`): starts a
-/// futex wait if it is blocking in one. `now` is called (a clock read) only
-/// then.
+/// `TASK_INTERRUPTIBLE` and `TASK_UNINTERRUPTIBLE` in a task's state.
+const TASK_INTERRUPTIBLE: u64 = 0x1;
+const TASK_UNINTERRUPTIBLE: u64 = 0x2;
+
+/// At a voluntary switch-out of traced task `prev` (state `ts`, scheduler
+/// state `state`): starts a futex wait if it is blocking in one. A futex
+/// wait sleeps interruptibly; an uninterruptible sleep inside a futex call
+/// is something else (a page under migration, a page lock). `now` is called
+/// (a clock read) only for a futex wait.
 #[inline(always)]
-pub fn blocking(prev: KernelTask, ts: &mut TaskState, now: impl FnOnce() -> u64) {
-    if futex_call(prev) == CALL_WAIT {
+pub fn blocking(prev: KernelTask, ts: &mut TaskState, state: u64, now: impl FnOnce() -> u64) {
+    let interruptible = state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE) == TASK_INTERRUPTIBLE;
+    if interruptible && futex_call(prev) == CALL_WAIT {
         ts.futex_kind = FUTEX_WAIT;
         ts.futex_start_ns = now();
     } else {

@@ -24,8 +24,6 @@ mod sched_switch;
 mod spinlock;
 #[cfg(target_arch = "bpf")]
 mod task;
-#[cfg(target_arch = "bpf")]
-mod wakeup;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

@@ -3,7 +3,7 @@
 use agent_common::{
     config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
     futex::SyscallLayout,
-    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats},
+    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, TaskSeed},
 };
 use aya_ebpf::{
     macros::map,
@@ -36,6 +36,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     pid: 0,
     tgid: 0,
     comm: 0,
+    run_delay: 0,
+    pcount: 0,
     _pad: 0,
 });
 
@@ -60,6 +62,12 @@ pub static PER_PROCESS: Global<u32> = Global::new(0);
 /// Size set by the agent.
 #[map]
 pub static TASKS: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(32768, 0);
+
+/// Threads' run-queue time when the agent started, keyed by tid: read once,
+/// at a thread's first switch-out, then removed. LRU: a thread that never
+/// runs again cannot fill it. Size set by the agent.
+#[map]
+pub static SEEDS: LruHashMap<u32, TaskSeed> = LruHashMap::with_max_entries(32768, 0);
 
 /// Per-process counters, keyed by tgid. The agent deletes an entry after the
 /// process exited and its counts were folded into the totals.
@@ -143,7 +151,12 @@ pub(crate) use task_layout;
 
 #[inline(always)]
 pub fn bump_diag(idx: usize) {
+    add_diag(idx, 1);
+}
+
+#[inline(always)]
+pub fn add_diag(idx: usize, n: u64) {
     if let Some(c) = DIAG.get_ptr_mut(idx as u32) {
-        unsafe { *c += 1 };
+        unsafe { *c += n };
     }
 }

@@ -11,15 +11,23 @@ use aya_log_ebpf::warn;
 
 use crate::{
     maps::{bump_diag, layout, PROC_EVENTS, TASKS},
-    task::ctx_u8,
+    sched_switch::{ran_again, Clock},
+    task::{ctx_u8, FUTEX_WAIT},
 };
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(ts) = (unsafe { TASKS.get(tid) }) else {
+    let Some(ts) = TASKS.get_ptr_mut(tid) else {
         return 0;
     };
+    let ts = unsafe { &mut *ts };
+    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
+        // Exiting, so running: its last switch-in was not seen (see
+        // `diag::SWITCH_IN_MISSED`). End what it would have ended.
+        bump_diag(diag::SWITCH_IN_MISSED);
+        ran_again(ts, &mut Clock(0));
+    }
     let tgid = ts.tgid;
     let _ = TASKS.remove(tid);
     let offset = layout!(exit_group_dead);

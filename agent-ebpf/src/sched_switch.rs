@@ -1,13 +1,25 @@
 //! sched_switch (tp_btf): voluntary and involuntary switches, and the time a
 //! task waits on a run queue, after a preemption or after a wakeup.
-use agent_common::stats::counter;
+//!
+//! Run-queue time needs no wakeup program and no clock: at each switch-out
+//! the task's `sched_info.run_delay` (the kernel's own run-queue time,
+//! schedstat) has grown by the wait before the run now ending, and the
+//! switch-out before says whether that wait followed a sleep (wakeup
+//! latency) or a preemption. The clock is read for involuntary switches
+//! only, for the lock-holder intervals (`lock_holder`) and for the waits
+//! the kernel does not count (preempted while going to sleep, R+).
+use agent_common::stats::{counter, diag};
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     account::Sink,
     futex,
     lock_holder::remember_preemption,
-    task::{resolve_current, task, task_or_create, KernelTask, FUTEX_WAIT},
+    maps::{add_diag, bump_diag, SEEDS},
+    task::{
+        resolve_current, task, task_or_create, KernelTask, TaskState, FUTEX_WAIT, QUEUED, SEEN,
+        SLEPT,
+    },
 };
 
 /// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.
@@ -32,11 +44,11 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// One event's timestamp, read on first use.
-struct Clock(u64);
+pub struct Clock(pub u64);
 
 impl Clock {
     #[inline(always)]
-    fn now(&mut self) -> u64 {
+    pub fn now(&mut self) -> u64 {
         if self.0 == 0 {
             self.0 = unsafe { bpf_ktime_get_ns() };
         }
@@ -61,7 +73,38 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     let preempt = ctx.arg::<u64>(0) & 0xff != 0;
     let involuntary = preempt || state == 0;
     let sink = Sink::of(ts);
+    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
+        // It is running, so it was switched in, but this program did not see
+        // that: end here what the switch-in would have ended, one run late.
+        bump_diag(diag::SWITCH_IN_MISSED);
+        ran_again(ts, clock);
+    }
+    // The wait before the run now ending, as the kernel counted it.
+    let run_delay = prev.run_delay();
+    let pcount = prev.pcount();
+    if ts.flags & SEEN != 0 {
+        // One run since the last switch-out; more means switch-outs this
+        // program did not see (each run follows one).
+        let runs = pcount.wrapping_sub(ts.pcount_seen);
+        if runs > 1 && runs < 1 << 20 {
+            add_diag(diag::SWITCH_OUT_MISSED, runs - 1);
+        }
+        let waited = run_delay.saturating_sub(ts.run_delay_seen);
+        if ts.flags & SLEPT != 0 {
+            sink.wakeup(waited);
+        } else if ts.flags & QUEUED != 0 {
+            sink.preempted(waited);
+        }
+    } else {
+        first_switch_out(prev, &sink, run_delay, pcount);
+    }
+    ts.run_delay_seen = run_delay;
+    ts.pcount_seen = pcount;
+    ts.flags = (ts.flags | SEEN) & !(SLEPT | QUEUED);
     if involuntary {
+        if state == 0 {
+            ts.flags |= QUEUED;
+        }
         sink.add(counter::INVOLUNTARY_SWITCHES, 1);
         if ts.spin_start_ns != 0 {
             // Preempted while spinning in s_lock: its slice burned waiting.
@@ -69,16 +112,38 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
         }
         ts.offcpu_ns = clock.now();
     } else {
+        ts.flags |= SLEPT;
         sink.add(counter::VOLUNTARY_SWITCHES, 1);
         ts.offcpu_ns = 0;
-        futex::blocking(prev, ts, || clock.now());
+        futex::blocking(prev, ts, state, || clock.now());
     }
-    ts.wake_ns = 0;
+}
+
+/// The first switch-out of a task since the agent started: its run_delay
+/// holds waits from before. Where it stood at start-up is in `SEEDS` (the
+/// agent read it from /proc); a task forked since then has run once.
+#[inline(always)]
+fn first_switch_out(prev: KernelTask, sink: &Sink, run_delay: u64, pcount: u64) {
+    let tid = prev.pid();
+    if let Some(seed) = unsafe { SEEDS.get(tid) } {
+        if seed.slept != 0 {
+            sink.wakeup(run_delay.saturating_sub(seed.run_delay));
+        }
+        let _ = SEEDS.remove(tid);
+    } else if pcount == 1 {
+        sink.wakeup(run_delay);
+    }
 }
 
 #[inline(always)]
 fn switch_in(next: KernelTask, clock: &mut Clock) {
     let Some(ts) = task(next.pid()) else { return };
+    ran_again(ts, clock);
+}
+
+/// A traced task runs again: ends its futex wait and its preemption.
+#[inline(always)]
+pub fn ran_again(ts: &mut TaskState, clock: &mut Clock) {
     if ts.futex_kind == FUTEX_WAIT {
         futex::running_again(ts, clock.now());
     }
@@ -87,17 +152,9 @@ fn switch_in(next: KernelTask, clock: &mut Clock) {
         let d = now.saturating_sub(ts.offcpu_ns);
         remember_preemption(ts, ts.offcpu_ns, now);
         ts.offcpu_ns = 0;
-        ts.wake_ns = 0;
-        Sink::of(ts).preempted(d);
-    } else if ts.wake_ns != 0 {
-        let d = clock.now().saturating_sub(ts.wake_ns);
-        ts.wake_ns = 0;
-        if ts.tgid == 0 {
-            // First run of a task we only saw woken: its process is known at
-            // its first switch-out, where this sample is counted.
-            ts.pending_wakeup_ns += d;
-        } else {
-            Sink::of(ts).wakeup(d);
+        if ts.flags & QUEUED == 0 {
+            // R+: the kernel keeps no count of this wait.
+            Sink::of(ts).preempted(d);
         }
     }
 }

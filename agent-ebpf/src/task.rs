@@ -11,18 +11,25 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 
-use crate::{
-    account::Sink,
-    maps::{
-        bump_diag, global_field, task_layout, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER,
-        PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
-    },
+use crate::maps::{
+    bump_diag, global_field, task_layout, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER,
+    PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
 };
 
 /// The task is not traced (filtered out by `--pid`).
 pub const IGNORED: u32 = 1;
 /// The agent has been told about this task's process.
 pub const ANNOUNCED: u32 = 2;
+/// `run_delay_seen` holds the task's run-queue time at its last switch-out.
+pub const SEEN: u32 = 4;
+/// Its last switch-out was voluntary: the run-queue time before its next
+/// run is a wakeup latency.
+pub const SLEPT: u32 = 8;
+/// Its last switch-out was involuntary and it stayed runnable (R), so the
+/// kernel counts its wait: the run-queue time before its next run is
+/// preempted time. (Preempted while going to sleep, R+, the kernel does not
+/// count the wait: it is timed with the clock.)
+pub const QUEUED: u32 = 16;
 
 /// Not in a futex wait.
 pub const FUTEX_NONE: u32 = 0;
@@ -43,10 +50,11 @@ pub struct TaskState {
     pub generation: u64,
     /// When the task was switched out involuntarily (0: it was not).
     pub offcpu_ns: u64,
-    /// When the task was woken (0: no wakeup pending).
-    pub wake_ns: u64,
-    /// A wakeup latency measured before the task's process was known.
-    pub pending_wakeup_ns: u64,
+    /// The kernel's run-queue time of the task (`sched_info.run_delay`) at
+    /// its last switch-out (see `SEEN`).
+    pub run_delay_seen: u64,
+    /// Its `sched_info.pcount` (runs after a wait on a run queue) then.
+    pub pcount_seen: u64,
     /// A futex wait in progress (`futex_kind`): when the task blocked.
     pub futex_start_ns: u64,
     pub futex_kind: u32,
@@ -72,8 +80,8 @@ const EMPTY: TaskState = TaskState {
     cluster: 0,
     generation: u64::MAX,
     offcpu_ns: 0,
-    wake_ns: 0,
-    pending_wakeup_ns: 0,
+    run_delay_seen: 0,
+    pcount_seen: 0,
     futex_start_ns: 0,
     futex_kind: FUTEX_NONE,
     hist_next: 0,
@@ -173,6 +181,20 @@ impl KernelTask {
         self.load(task_layout!(pid))
     }
 
+    /// The kernel's total run-queue time of the task, in ns
+    /// (`sched_info.run_delay`, schedstat's second field). At a switch-out
+    /// it includes the wait before the run now ending.
+    #[inline(always)]
+    pub fn run_delay(self) -> u64 {
+        self.load(task_layout!(run_delay))
+    }
+
+    /// How many times the task has been switched in (`sched_info.pcount`).
+    #[inline(always)]
+    pub fn pcount(self) -> u64 {
+        self.load(task_layout!(pcount))
+    }
+
     /// True if the task's `comm` is one of the traced names.
     #[inline(always)]
     pub fn comm_traced(self) -> bool {
@@ -237,11 +259,6 @@ pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
             add_process(ctx, tgid);
         }
         refresh_group(ctx, ts);
-        if ts.pending_wakeup_ns != 0 {
-            let d = ts.pending_wakeup_ns;
-            ts.pending_wakeup_ns = 0;
-            Sink::of(ts).wakeup(d);
-        }
     } else {
         refresh_group(ctx, ts);
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
-    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats},
+    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, TaskSeed},
 };
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 
@@ -17,6 +17,7 @@ use crate::{
     processes::ProcFs,
     snapshot::{self, ProgramStats, Snapshot},
     spin_sites::SiteLabels,
+    task_seeds,
     tracker::{KernelMaps, Tracker},
     uprobes::Uprobes,
 };
@@ -118,11 +119,20 @@ impl Agent {
             spin_sites: take(&mut probes, "SPIN_SITES")?,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
+        let mut seeds: BpfHashMap<MapData, u32, TaskSeed> = take(&mut probes, "SEEDS")?;
         let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
         tracker.scan(&mut maps);
         probes.attach()?;
         let attached_at = std::time::Instant::now();
         tracker.scan(&mut maps);
+        // After the attach: a thread that switches out in between is seen
+        // by the programs themselves and never reads its seed.
+        let seeded = task_seeds::write(
+            &mut seeds,
+            std::path::Path::new("/proc"),
+            tracker.procs.keys().copied(),
+        )?;
+        log::debug!("run-queue time of {seeded} threads read at start-up");
         let mut agent = Agent {
             probes,
             uprobes: cfg.uprobes.then(Uprobes::default),

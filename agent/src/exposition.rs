@@ -246,7 +246,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
 
     out.push(family(
         "pgpreempt_dropped_events_total",
-        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes.",
+        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late).",
         MetricType::COUNTER,
         crate::snapshot::DIAG_REASONS
             .iter()

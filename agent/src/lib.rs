@@ -19,6 +19,7 @@ pub mod server;
 pub mod snapshot;
 pub mod spin_sites;
 pub mod task_layout;
+pub mod task_seeds;
 pub mod text_histogram;
 pub mod text_table;
 pub mod trace;

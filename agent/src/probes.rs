@@ -30,11 +30,11 @@ pub enum Hook {
 /// tp_btf (cheaper per event than the classic tracepoint; see
 /// BENCHMARKS.md). Futex waits and wakes are read from the tasks' saved
 /// registers by these same programs: no syscall tracepoint, whose slow
-/// syscall path every task would pay for.
+/// syscall path every task would pay for. Wakeup latency is the growth of
+/// the task's own run-queue time (`sched_info.run_delay`) read at
+/// `sched_switch`: no wakeup program.
 pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
-    ("sched_wakeup", Hook::Btf("sched_wakeup")),
-    ("sched_wakeup_new", Hook::Btf("sched_wakeup_new")),
     ("sched_waking", Hook::Btf("sched_waking")),
     (
         "sched_process_exit",
@@ -82,6 +82,7 @@ impl Probes {
             .override_global("PID_FILTER", &pid_filter, true)
             .override_global("PER_PROCESS", &per_process, true)
             .map_max_entries("TASKS", cfg.max_tasks)
+            .map_max_entries("SEEDS", cfg.max_tasks)
             .map_max_entries("PROC_STATS", cfg.max_processes)
             .map_max_entries("PROC_INFO", cfg.max_processes);
         let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {

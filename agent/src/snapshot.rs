@@ -62,6 +62,8 @@ pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [
     ("process_events_lost", diag::EVENTS_LOST),
     ("bad_group", diag::BAD_GROUP),
     ("spin_sites_full", diag::SPIN_SITES_FULL),
+    ("switch_in_missed", diag::SWITCH_IN_MISSED),
+    ("switch_out_missed", diag::SWITCH_OUT_MISSED),
 ];
 
 /// One program's cost, from the kernel's BPF statistics.

@@ -91,21 +91,37 @@ pub fn syscalls_from_btf(
 pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
     let unsupported = |what: String| AgentError::KernelUnsupported(what);
     let task = struct_named(btf, "task_struct")?;
-    let field = |name: &str, size: usize| -> Result<u32, AgentError> {
-        let (bits, ty) = find_member(btf, &task, name, 0)
-            .ok_or_else(|| unsupported(format!("task_struct has no `{name}` in BTF")))?;
+    // A field at `path` (a member, or a member of a struct member).
+    let field = |path: &[&str], size: usize| -> Result<u32, AgentError> {
+        let dotted = path.join(".");
+        let missing = || {
+            let mut m = format!("task_struct has no `{dotted}` in BTF");
+            if path[0] == "sched_info" {
+                m.push_str(" (build the kernel with CONFIG_SCHED_INFO=y, which schedstat needs)");
+            }
+            unsupported(m)
+        };
+        let (mut bits, mut ty) = find_member(btf, &task, path[0], 0).ok_or_else(missing)?;
+        for name in &path[1..] {
+            let Type::Struct(inner) = &ty else {
+                return Err(missing());
+            };
+            (bits, ty) = find_member(btf, inner, name, bits).ok_or_else(missing)?;
+        }
         let actual = type_size(btf, &ty);
         if bits % 8 != 0 || actual != Some(size) {
             return Err(unsupported(format!(
-                "task_struct.{name} is not a {size}-byte field (bit offset {bits}, size {actual:?})"
+                "task_struct.{dotted} is not a {size}-byte field (bit offset {bits}, size {actual:?})"
             )));
         }
         Ok(bits / 8)
     };
     Ok(TaskLayout {
-        pid: field("pid", 4)?,
-        tgid: field("tgid", 4)?,
-        comm: field("comm", COMM_LEN)?,
+        pid: field(&["pid"], 4)?,
+        tgid: field(&["tgid"], 4)?,
+        comm: field(&["comm"], COMM_LEN)?,
+        run_delay: field(&["sched_info", "run_delay"], 8)?,
+        pcount: field(&["sched_info", "pcount"], std::mem::size_of::<usize>())?,
         _pad: 0,
     })
 }
@@ -173,8 +189,9 @@ fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
 /// One line for logs and errors.
 pub fn describe(l: &TaskLayout) -> String {
     format!(
-        "task_struct: pid at {}, tgid at {}, comm at {}",
-        l.pid, l.tgid, l.comm
+        "task_struct: pid at {}, tgid at {}, comm at {}, sched_info.run_delay at {}, \
+         sched_info.pcount at {}",
+        l.pid, l.tgid, l.comm, l.run_delay, l.pcount
     )
 }
 
@@ -191,6 +208,9 @@ mod tests {
         assert_eq!(l.tgid, l.pid + 4, "{}", describe(&l));
         assert!(l.comm > l.tgid, "{}", describe(&l));
         assert!(l.pid > 0 && l.comm < 16384, "{}", describe(&l));
+        // struct sched_info: pcount (unsigned long), then run_delay (u64).
+        assert_eq!(l.run_delay, l.pcount + 8, "{}", describe(&l));
+        assert!(l.pcount > 0 && l.run_delay < 16384, "{}", describe(&l));
     }
 
     #[cfg(target_arch = "x86_64")]

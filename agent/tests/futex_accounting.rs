@@ -4,7 +4,8 @@ mod common;
 
 use agent_common::stats::counter;
 use common::workload::{
-    errno, fork_child, futex_wait_blocked, futex_wake, now_ns, reap, set_comm, sleep_ns, Shared,
+    errno, fork_child, futex_wait_blocked, futex_wake, now_ns, own_run_delay_ns, reap, set_comm,
+    sleep_ns, Shared,
 };
 
 const WAITERS: usize = 3;
@@ -17,10 +18,12 @@ struct Board {
     /// What each waiter saw: waits that blocked, and their total time.
     waits: [u64; WAITERS],
     wait_ns: [u64; WAITERS],
-    /// The kernel's count of each waiter's voluntary switches inside its
-    /// futex calls: each wait that really blocked is one (a wait can also
-    /// end without blocking: woken while preempted before it slept).
+    /// Each waiter's futex calls that blocked until a wake: woken, with a
+    /// voluntary switch (the kernel's count) during the call. A wait can
+    /// also end without blocking: woken while preempted before it slept.
     blocked: [u64; WAITERS],
+    /// Each waiter's run-queue time over its rounds (schedstat).
+    queued_ns: [u64; WAITERS],
     ready: u32,
 }
 
@@ -28,6 +31,47 @@ struct Board {
 fn futex_wait_count_is_exact_and_time_within_two_percent() {
     common::require_root();
     let mut agent = common::agent_for("pgpt-futex");
+    check_rounds(&mut agent);
+}
+
+/// While the kernel compacts memory, a task may sleep (uninterruptibly) on a
+/// page under migration inside its futex call: that is not a futex wait.
+/// Before the agent told the two apart this failed about one run in five
+/// (24 waits counted for 25).
+#[test]
+fn futex_waits_stay_exact_while_the_kernel_compacts_memory() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-futex");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A one-shot trigger: compact every zone now.
+                let _ = std::fs::write("/proc/sys/vm/compact_memory", "1");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    for _ in 0..5 {
+        check_rounds(&mut agent);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    compactor.join().unwrap();
+    agent.refresh();
+    let d = agent.diag();
+    eprintln!(
+        "switches the kernel did not show the agent: {} switch-ins (ended one run late), {} switch-outs",
+        d[agent_common::stats::diag::SWITCH_IN_MISSED],
+        d[agent_common::stats::diag::SWITCH_OUT_MISSED]
+    );
+}
+
+/// One run of the waiters and their waker, checked against what the waiters
+/// saw.
+fn check_rounds(agent: &mut pgpreempt::agent::Agent) {
+    use agent_common::stats::diag;
+    let missed_before = agent.diag()[diag::SWITCH_OUT_MISSED];
     let board: Shared<Board> = Shared::new();
     let b = board.ptr;
     let mut pids = Vec::new();
@@ -39,6 +83,7 @@ fn futex_wait_count_is_exact_and_time_within_two_percent() {
             let board = unsafe { &mut *b };
             // Fault in the code of the measured loop (returns EAGAIN).
             futex_wait_blocked(&mut board.words[w], u32::MAX);
+            let q0 = own_run_delay_ns();
             for round in 0..ROUNDS {
                 // Block until the waker moves the word past `round`.
                 loop {
@@ -55,6 +100,7 @@ fn futex_wait_count_is_exact_and_time_within_two_percent() {
                     }
                 }
             }
+            board.queued_ns[w] = own_run_delay_ns() - q0;
         }));
     }
     let waker = fork_child(move || {
@@ -72,35 +118,47 @@ fn futex_wait_count_is_exact_and_time_within_two_percent() {
     pids.push(waker);
     reap(&pids);
     agent.refresh();
+    // A switch-out the kernel did not run the program for (rare, under
+    // memory pressure) loses the wait it started; the agent counts those
+    // (dropped_events{reason="switch_out_missed"}), and only those may be
+    // missing.
+    let missed = agent.diag()[diag::SWITCH_OUT_MISSED] - missed_before;
 
     let board = board.get();
     for (w, &pid) in pids[..WAITERS].iter().enumerate() {
         let c = agent.process_counters(pid).expect("waiter traced");
-        assert_eq!(
-            c.v[counter::FUTEX_WAITS],
-            board.blocked[w],
-            "waiter {w}: futex waits that blocked (the kernel's voluntary switches)"
+        let (got, want) = (c.v[counter::FUTEX_WAITS], board.blocked[w]);
+        assert!(
+            got <= want && want - got <= missed,
+            "waiter {w}: {got} futex waits counted, {want} blocked (woken, with a voluntary switch); {missed} switch-outs missed"
         );
         assert!(
             board.waits[w] >= ROUNDS as u64 / 2,
             "waiter {w} rarely blocked: {}",
             board.waits[w]
         );
+        // A wait is timed from the block to running again; the call also
+        // holds the time before the block, which is longer when the waiter
+        // was preempted there (it then waited for a CPU): at most its
+        // run-queue time.
         common::assert_close(
             &format!("waiter {w} futex wait ns"),
             c.v[counter::FUTEX_WAIT_NS] as f64,
             board.wait_ns[w] as f64,
             2.0,
-            0.0,
+            board.queued_ns[w] as f64,
         );
         assert_eq!(c.v[counter::FUTEX_WAKES], 0, "waiter {w} woke nobody");
     }
     let wc = agent.process_counters(waker).expect("waker traced");
     // Every wait that blocked was ended by the waker's futex wake.
-    assert_eq!(
+    let (got, want) = (
         wc.v[counter::FUTEX_WAKES],
         board.blocked.iter().sum::<u64>(),
-        "waiters the waker woke from a blocked wait"
+    );
+    assert!(
+        got <= want && want - got <= missed,
+        "the waker woke {got} waiters from a blocked wait, {want} blocked; {missed} switch-outs missed"
     );
     assert_eq!(wc.v[counter::FUTEX_WAITS], 0);
 }

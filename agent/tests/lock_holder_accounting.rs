@@ -25,8 +25,8 @@ struct Board {
     cs_run_delay_ns: u64,
     cs_nivcsw: u64,
     waits: [u64; WAITERS],
-    /// The kernel's voluntary switches of each waiter inside its futex
-    /// calls: each futex wait that really blocked is one.
+    /// Each waiter's futex calls that blocked until a wake (woken, with a
+    /// voluntary switch during the call: the kernel's count).
     blocked: [u64; WAITERS],
     /// Each waiter's wait per round, as the waiter measured it, and the
     /// holder's critical section (CLOCK_MONOTONIC ns).

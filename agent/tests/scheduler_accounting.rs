@@ -4,7 +4,10 @@
 mod common;
 
 use agent_common::stats::counter;
-use common::workload::{fork_child, reap, set_comm, Gate, Spinners};
+use common::workload::{
+    fork_child, futex_wait, futex_wake, is_asleep, now_ns, pin_to_cpu, reap, set_comm, set_fifo,
+    sleep_ns, spin_for, Gate, Shared, Spinners,
+};
 use pgpreempt::{agent::Agent, config::Config};
 
 #[test]
@@ -56,6 +59,179 @@ fn involuntary_switches_and_run_queue_time_match_the_kernel() {
     );
 
     spinners.stop();
+}
+
+/// Known-answer rounds: a real-time task (SCHED_FIFO, not traced) holds CPU 0
+/// for `RT_HOLD_NS` each round, and the ordinary traced task on CPU 0 cannot
+/// run meanwhile.
+const RT_ROUNDS: usize = 20;
+const RT_HOLD_NS: u64 = 5_000_000;
+
+#[repr(C)]
+struct RtBoard {
+    go: u32,
+    word: u32,
+    done: u32,
+    /// Per round: when the real-time task woke the sleeper, and when the
+    /// sleeper ran (wakeup test); or when the real-time task started and
+    /// stopped holding the CPU (preemption test).
+    from: [u64; RT_ROUNDS],
+    to: [u64; RT_ROUNDS],
+}
+
+fn wait_for(flag: *const u32) {
+    while unsafe { std::ptr::read_volatile(flag) } == 0 {
+        sleep_ns(200_000);
+    }
+}
+
+/// The traced task, asleep in a futex, is woken by a real-time task on its
+/// own CPU, which then keeps the CPU for `RT_HOLD_NS`: each wakeup latency
+/// is the time from the wake until the woken task ran, measured by the
+/// tasks themselves.
+#[test]
+fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-woken");
+    let board: Shared<RtBoard> = Shared::new();
+    let b = board.ptr;
+    let sleeper = fork_child(move || {
+        set_comm(b"pgpt-woken");
+        pin_to_cpu(0);
+        let board = unsafe { &mut *b };
+        for round in 0..RT_ROUNDS as u32 {
+            while unsafe { std::ptr::read_volatile(&board.word) } == round {
+                futex_wait(&mut board.word, round);
+            }
+            board.to[round as usize] = now_ns();
+        }
+        // A last sleep: the wait before the run now ending is counted at
+        // the task's next switch-out.
+        sleep_ns(1_000_000);
+    });
+    let rt = fork_child(move || {
+        set_comm(b"pgpt-rt");
+        pin_to_cpu(0);
+        set_fifo(1);
+        let board = unsafe { &mut *b };
+        wait_for(&board.go);
+        for round in 0..RT_ROUNDS {
+            while !is_asleep(sleeper) {
+                sleep_ns(1_000_000);
+            }
+            board.from[round] = now_ns();
+            unsafe { std::ptr::write_volatile(&mut board.word, round as u32 + 1) };
+            futex_wake(&mut board.word, 1);
+            spin_for(RT_HOLD_NS);
+            sleep_ns(2_000_000);
+        }
+    });
+    while !is_asleep(sleeper) {
+        sleep_ns(1_000_000);
+    }
+    agent.refresh();
+    let before = agent.process_counters(sleeper).expect("sleeper traced");
+    unsafe { std::ptr::write_volatile(&mut board.get().go, 1) };
+    reap(&[sleeper, rt]);
+    agent.refresh();
+    let after = agent.process_counters(sleeper).expect("sleeper counted");
+    let board = board.get();
+    let want: u64 = (0..RT_ROUNDS).map(|r| board.to[r] - board.from[r]).sum();
+    assert!(
+        want >= RT_ROUNDS as u64 * RT_HOLD_NS,
+        "the sleeper ran while the real-time task held its CPU: no test"
+    );
+    let d = |i: usize| after.v[i] - before.v[i];
+    eprintln!(
+        "wakeup latency: agent {} ns over {} wakeups, the tasks' own clocks {want} ns",
+        d(counter::WAKEUP_LATENCY_NS),
+        d(counter::WAKEUPS)
+    );
+    assert_eq!(
+        d(counter::WAKEUPS),
+        RT_ROUNDS as u64,
+        "one wakeup per round"
+    );
+    common::assert_close(
+        "wakeup latency ns",
+        d(counter::WAKEUP_LATENCY_NS) as f64,
+        want as f64,
+        1.0,
+        0.0,
+    );
+}
+
+/// A real-time task wakes up on the traced task's CPU while it computes,
+/// takes the CPU for `RT_HOLD_NS`, and sleeps: each is one preemption, and
+/// the preempted time is the time it held the CPU.
+#[test]
+fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-preempted");
+    let board: Shared<RtBoard> = Shared::new();
+    let b = board.ptr;
+    let worker = fork_child(move || {
+        set_comm(b"pgpt-preempted");
+        pin_to_cpu(0);
+        let board = unsafe { &mut *b };
+        while unsafe { std::ptr::read_volatile(&board.word) } == 0 {
+            futex_wait(&mut board.word, 0);
+        }
+        while unsafe { std::ptr::read_volatile(&board.done) } == 0 {
+            std::hint::spin_loop();
+        }
+        sleep_ns(1_000_000);
+    });
+    let rt = fork_child(move || {
+        set_comm(b"pgpt-rt");
+        pin_to_cpu(0);
+        set_fifo(1);
+        let board = unsafe { &mut *b };
+        wait_for(&board.go);
+        // The worker computes from here on.
+        sleep_ns(3_000_000);
+        for round in 0..RT_ROUNDS {
+            sleep_ns(3_000_000);
+            board.from[round] = now_ns();
+            spin_for(RT_HOLD_NS);
+            board.to[round] = now_ns();
+        }
+        unsafe { std::ptr::write_volatile(&mut board.done, 1) };
+    });
+    while !is_asleep(worker) {
+        sleep_ns(1_000_000);
+    }
+    agent.refresh();
+    let before = agent.process_counters(worker).expect("worker traced");
+    let board_ref = board.get();
+    unsafe { std::ptr::write_volatile(&mut board_ref.word, 1) };
+    futex_wake(&mut board_ref.word, 1);
+    unsafe { std::ptr::write_volatile(&mut board_ref.go, 1) };
+    reap(&[worker, rt]);
+    agent.refresh();
+    let after = agent.process_counters(worker).expect("worker counted");
+    let want: u64 = (0..RT_ROUNDS)
+        .map(|r| board_ref.to[r] - board_ref.from[r])
+        .sum();
+    let d = |i: usize| after.v[i] - before.v[i];
+    // Each round preempts the worker once; other tasks that share CPU 0 (a
+    // kernel worker, this test's own polling) add a few short ones.
+    let n = d(counter::PREEMPTIONS);
+    eprintln!(
+        "preempted: agent {} ns over {n} preemptions, the real-time task held the CPU {want} ns",
+        d(counter::PREEMPTED_NS)
+    );
+    assert!(
+        (RT_ROUNDS as u64..=RT_ROUNDS as u64 * 3 / 2).contains(&n),
+        "{n} preemptions in {RT_ROUNDS} rounds"
+    );
+    common::assert_close(
+        "preempted ns",
+        d(counter::PREEMPTED_NS) as f64,
+        want as f64,
+        2.0,
+        0.0,
+    );
 }
 
 #[test]

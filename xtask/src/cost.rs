@@ -46,13 +46,13 @@ pub fn run() -> Result<()> {
     print(
         "untraced tasks (perf bench sched pipe on one CPU; nothing traced):",
         &untraced,
-        &["sched_switch", "sched_wakeup", "sched_waking"],
+        &["sched_switch", "sched_waking"],
     );
     let traced = with_agent(&["--comm", "sched-pipe"], pipe)?;
     print(
         "traced tasks (the same, with --comm sched-pipe):",
         &traced,
-        &["sched_switch", "sched_wakeup", "sched_waking"],
+        &["sched_switch", "sched_waking"],
     );
 
     let pg = Scratch::start()?;

@@ -21,8 +21,6 @@ use crate::{
 /// Tracepoints without which pgpreempt does not start.
 pub const REQUIRED_TRACEPOINTS: &[&str] = &[
     "sched/sched_switch",
-    "sched/sched_wakeup",
-    "sched/sched_wakeup_new",
     "sched/sched_waking",
     "sched/sched_process_exit",
 ];

@@ -44,6 +44,16 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// Makes this process real-time (SCHED_FIFO at `priority`): it runs until
+/// it sleeps, and no ordinary task gets its CPU meanwhile.
+pub fn set_fifo(priority: i32) {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    assert_eq!(r, 0, "sched_setscheduler(SCHED_FIFO) needs CAP_SYS_NICE");
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -95,16 +105,17 @@ pub fn futex_wake(word: *mut u32, n: i32) -> i64 {
     unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n) }
 }
 
-/// `futex_wait`, and the kernel's count of this thread's voluntary switches
-/// during the call: 1 when it blocked (0 when it returned at once, or was
-/// woken before it slept). Switches outside the call (a page fault waiting
-/// for a page lock, a `/proc` read) are not in it: the agent does not count
-/// them as futex waits either. Call it once before the measured part so the
-/// code it runs is faulted in.
+/// `futex_wait`, and whether it blocked until a wake: it returned 0 (woken)
+/// and the kernel counted a voluntary switch of this thread during the call.
+/// (Returning 0 without a switch: woken before it slept. A switch without
+/// 0: it slept on something else, such as a page under migration, which
+/// the agent does not count as a futex wait either.) Call it once before
+/// the measured part so the code it runs is faulted in.
 pub fn futex_wait_blocked(word: *mut u32, expected: u32) -> (i64, u64) {
     let n0 = thread_nvcsw();
     let r = futex_wait(word, expected);
-    (r, thread_nvcsw() - n0)
+    let switched = thread_nvcsw() - n0;
+    (r, u64::from(r == 0 && switched > 0))
 }
 
 /// This thread's voluntary switches, from `getrusage(RUSAGE_THREAD)`: one
