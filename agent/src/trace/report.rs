@@ -257,17 +257,30 @@ pub fn render(r: &Report) -> String {
         out.push_str(&t.render());
     }
 
-    let dropped: Vec<String> = r
-        .dropped_events
-        .iter()
-        .filter(|(_, &v)| v > 0)
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    // Scheduler events the kernel did not run the programs for are told
+    // apart: no setting changes them, and a missed switch-in is made good.
+    let skipped = |k: &str| k == "switch_in_missed" || k == "switch_out_missed";
+    let listed = |want_skipped: bool| -> Vec<String> {
+        r.dropped_events
+            .iter()
+            .filter(|(k, &v)| v > 0 && skipped(k) == want_skipped)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect()
+    };
+    let dropped = listed(false);
     if !dropped.is_empty() {
         let _ = writeln!(
             out,
             "\nwarning: events the kernel programs could not record: {} (figures are undercounted)",
             dropped.join(", ")
+        );
+    }
+    let missed = listed(true);
+    if !missed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnote: scheduler events the kernel did not run the programs for: {} (a missed switch-in is made good one run late; a missed switch-out loses the wait or preemption it started)",
+            missed.join(", ")
         );
     }
     out
@@ -303,7 +316,15 @@ mod tests {
         assert_eq!(holders[0].pid, 99);
         assert_eq!(holders[1].pid, 11);
         assert!(!text.contains("warning: events"));
+        r.dropped_events.insert("switch_in_missed".into(), 2);
+        let text = render(&r);
+        assert!(!text.contains("warning: events"), "{text}");
+        assert!(text.contains("did not run the programs for: switch_in_missed 2"));
         r.dropped_events.insert("task_map_full".into(), 3);
-        assert!(render(&r).contains("task_map_full 3"));
+        let text = render(&r);
+        assert!(
+            text.contains("could not record: task_map_full 3 (figures"),
+            "{text}"
+        );
     }
 }
