@@ -80,7 +80,7 @@ fn run(with_hog: bool) -> Run {
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 board.wait_start[w][round as usize] = common::workload::now_ns();
                 while unsafe { std::ptr::read_volatile(&board.word) } == round {
-                    let (r, blocked) = futex_wait_blocked(&mut board.word, round);
+                    let (r, blocked, _) = futex_wait_blocked(&mut board.word, round);
                     board.blocked[w] += blocked;
                     if r == 0 || errno() != libc::EAGAIN {
                         board.waits[w] += 1;

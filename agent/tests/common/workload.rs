@@ -111,11 +111,13 @@ pub fn futex_wake(word: *mut u32, n: i32) -> i64 {
 /// 0: it slept on something else, such as a page under migration, which
 /// the agent does not count as a futex wait either.) Call it once before
 /// the measured part so the code it runs is faulted in.
-pub fn futex_wait_blocked(word: *mut u32, expected: u32) -> (i64, u64) {
+/// Also returns the voluntary switches during the call: more than one means
+/// it also slept on something else.
+pub fn futex_wait_blocked(word: *mut u32, expected: u32) -> (i64, u64, u64) {
     let n0 = thread_nvcsw();
     let r = futex_wait(word, expected);
     let switched = thread_nvcsw() - n0;
-    (r, u64::from(r == 0 && switched > 0))
+    (r, u64::from(r == 0 && switched > 0), switched)
 }
 
 /// This thread's voluntary switches, from `getrusage(RUSAGE_THREAD)`: one
