@@ -79,6 +79,18 @@ struct RtBoard {
     to: [u64; RT_ROUNDS],
 }
 
+/// A child named `comm` on CPU 0, real-time (SCHED_FIFO) if `fifo`.
+fn on_cpu0(comm: &'static [u8], fifo: bool, f: impl FnOnce()) -> u32 {
+    fork_child(move || {
+        set_comm(comm);
+        pin_to_cpu(0);
+        if fifo {
+            set_fifo(1);
+        }
+        f()
+    })
+}
+
 fn wait_for(flag: *const u32) {
     while unsafe { std::ptr::read_volatile(flag) } == 0 {
         sleep_ns(200_000);
@@ -95,9 +107,7 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
     let mut agent = common::agent_for("pgpt-woken");
     let board: Shared<RtBoard> = Shared::new();
     let b = board.ptr;
-    let sleeper = fork_child(move || {
-        set_comm(b"pgpt-woken");
-        pin_to_cpu(0);
+    let sleeper = on_cpu0(b"pgpt-woken", false, move || {
         let board = unsafe { &mut *b };
         for round in 0..RT_ROUNDS as u32 {
             while unsafe { std::ptr::read_volatile(&board.word) } == round {
@@ -109,10 +119,7 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
         // the task's next switch-out.
         sleep_ns(1_000_000);
     });
-    let rt = fork_child(move || {
-        set_comm(b"pgpt-rt");
-        pin_to_cpu(0);
-        set_fifo(1);
+    let rt = on_cpu0(b"pgpt-rt", true, move || {
         let board = unsafe { &mut *b };
         wait_for(&board.go);
         for round in 0..RT_ROUNDS {
@@ -170,9 +177,7 @@ fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
     let mut agent = common::agent_for("pgpt-preempted");
     let board: Shared<RtBoard> = Shared::new();
     let b = board.ptr;
-    let worker = fork_child(move || {
-        set_comm(b"pgpt-preempted");
-        pin_to_cpu(0);
+    let worker = on_cpu0(b"pgpt-preempted", false, move || {
         let board = unsafe { &mut *b };
         while unsafe { std::ptr::read_volatile(&board.word) } == 0 {
             futex_wait(&mut board.word, 0);
@@ -182,10 +187,7 @@ fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
         }
         sleep_ns(1_000_000);
     });
-    let rt = fork_child(move || {
-        set_comm(b"pgpt-rt");
-        pin_to_cpu(0);
-        set_fifo(1);
+    let rt = on_cpu0(b"pgpt-rt", true, move || {
         let board = unsafe { &mut *b };
         wait_for(&board.go);
         // The worker computes from here on.
