@@ -140,6 +140,7 @@ fn run(with_hog: bool) -> Run {
         reap(&[h]);
     }
     agent.refresh();
+    let missed = agent.diag()[agent_common::stats::diag::SWITCH_OUT_MISSED];
     let hc = agent.process_counters(holder).expect("holder traced");
     let mut waiter_delay_ns = [0; WAITERS];
     let mut overflows = 0;
@@ -153,11 +154,12 @@ fn run(with_hog: bool) -> Run {
         let c = agent.process_counters(w).expect("waiter traced");
         // Every blocking wait, by the kernel's count; nearly every round
         // blocks (a wait can end unslept: woken while preempted before it
-        // slept).
-        assert_eq!(
-            c.v[counter::FUTEX_WAITS],
-            board.blocked[i],
-            "waiter {i}: futex waits that blocked"
+        // slept). Only a switch-out the kernel did not run the program for
+        // (counted, see futex_accounting) may lose one.
+        let (got, want) = (c.v[counter::FUTEX_WAITS], board.blocked[i]);
+        assert!(
+            got <= want && want - got <= missed,
+            "waiter {i}: {got} futex waits counted, {want} blocked; {missed} switch-outs missed"
         );
         assert!(
             board.blocked[i] >= ROUNDS as u64 - 2,

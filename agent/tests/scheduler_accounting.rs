@@ -138,6 +138,7 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
     }
     agent.refresh();
     let before = agent.process_counters(sleeper).expect("sleeper traced");
+    let missed_before = agent.diag()[agent_common::stats::diag::SWITCH_OUT_MISSED];
     unsafe { std::ptr::write_volatile(&mut board.get().go, 1) };
     reap(&[sleeper, rt]);
     agent.refresh();
@@ -154,10 +155,13 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
         d(counter::WAKEUP_LATENCY_NS),
         d(counter::WAKEUPS)
     );
-    assert_eq!(
-        d(counter::WAKEUPS),
-        RT_ROUNDS as u64,
-        "one wakeup per round"
+    // One wakeup per round; a switch-out the kernel did not run the program
+    // for (counted) merges two.
+    let missed = agent.diag()[agent_common::stats::diag::SWITCH_OUT_MISSED] - missed_before;
+    let n = d(counter::WAKEUPS);
+    assert!(
+        n <= RT_ROUNDS as u64 && RT_ROUNDS as u64 - n <= missed,
+        "{n} wakeups in {RT_ROUNDS} rounds; {missed} switch-outs missed"
     );
     common::assert_close(
         "wakeup latency ns",
