@@ -11,8 +11,8 @@ use aya_log_ebpf::warn;
 
 use crate::{
     maps::{bump_diag, layout, PROC_EVENTS, TASKS},
-    sched_switch::{ran_again, Clock},
-    task::{ctx_u8, FUTEX_WAIT},
+    sched_switch::{catch_up_missed_switch_in, Clock},
+    task::ctx_u8,
 };
 
 #[tracepoint]
@@ -22,12 +22,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ts = unsafe { &mut *ts };
-    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
-        // Exiting, so running: its last switch-in was not seen (see
-        // `diag::SWITCH_IN_MISSED`). End what it would have ended.
-        bump_diag(diag::SWITCH_IN_MISSED);
-        ran_again(ts, &mut Clock(0));
-    }
+    catch_up_missed_switch_in(ts, &mut Clock(0));
     let tgid = ts.tgid;
     let _ = TASKS.remove(tid);
     let offset = layout!(exit_group_dead);

@@ -17,8 +17,7 @@ use crate::{
     lock_holder::remember_preemption,
     maps::{add_diag, bump_diag, SEEDS},
     task::{
-        resolve_current, task, task_or_create, KernelTask, TaskState, FUTEX_WAIT, QUEUED, SEEN,
-        SLEPT,
+        resolve_current, task, task_or_create, KernelTask, TaskState, FUTEX_WAIT, QUEUED, SLEPT,
     },
 };
 
@@ -73,16 +72,11 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     let preempt = ctx.arg::<u64>(0) & 0xff != 0;
     let involuntary = preempt || state == 0;
     let sink = Sink::of(ts);
-    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
-        // It is running, so it was switched in, but this program did not see
-        // that: end here what the switch-in would have ended, one run late.
-        bump_diag(diag::SWITCH_IN_MISSED);
-        ran_again(ts, clock);
-    }
+    catch_up_missed_switch_in(ts, clock);
     // The wait before the run now ending, as the kernel counted it.
     let run_delay = prev.run_delay();
     let pcount = prev.pcount();
-    if ts.flags & SEEN != 0 {
+    if ts.pcount_seen != 0 {
         // One run since the last switch-out; more means switch-outs this
         // program did not see (each run follows one).
         let runs = pcount.wrapping_sub(ts.pcount_seen);
@@ -100,7 +94,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     }
     ts.run_delay_seen = run_delay;
     ts.pcount_seen = pcount;
-    ts.flags = (ts.flags | SEEN) & !(SLEPT | QUEUED);
+    ts.flags &= !(SLEPT | QUEUED);
     if involuntary {
         if state == 0 {
             ts.flags |= QUEUED;
@@ -141,9 +135,21 @@ fn switch_in(next: KernelTask, clock: &mut Clock) {
     ran_again(ts, clock);
 }
 
+/// Called while `ts` is running (switching out, exiting): if it is still
+/// in a futex wait or off the CPU, this program did not see its switch-in
+/// (`diag::SWITCH_IN_MISSED`); ends here what that would have ended, one
+/// run late.
+#[inline(always)]
+pub fn catch_up_missed_switch_in(ts: &mut TaskState, clock: &mut Clock) {
+    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
+        bump_diag(diag::SWITCH_IN_MISSED);
+        ran_again(ts, clock);
+    }
+}
+
 /// A traced task runs again: ends its futex wait and its preemption.
 #[inline(always)]
-pub fn ran_again(ts: &mut TaskState, clock: &mut Clock) {
+fn ran_again(ts: &mut TaskState, clock: &mut Clock) {
     if ts.futex_kind == FUTEX_WAIT {
         futex::running_again(ts, clock.now());
     }

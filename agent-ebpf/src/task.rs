@@ -20,16 +20,14 @@ use crate::maps::{
 pub const IGNORED: u32 = 1;
 /// The agent has been told about this task's process.
 pub const ANNOUNCED: u32 = 2;
-/// `run_delay_seen` holds the task's run-queue time at its last switch-out.
-pub const SEEN: u32 = 4;
 /// Its last switch-out was voluntary: the run-queue time before its next
 /// run is a wakeup latency.
-pub const SLEPT: u32 = 8;
+pub const SLEPT: u32 = 4;
 /// Its last switch-out was involuntary and it stayed runnable (R), so the
 /// kernel counts its wait: the run-queue time before its next run is
 /// preempted time. (Preempted while going to sleep, R+, the kernel does not
 /// count the wait: it is timed with the clock.)
-pub const QUEUED: u32 = 16;
+pub const QUEUED: u32 = 8;
 
 /// Not in a futex wait.
 pub const FUTEX_NONE: u32 = 0;
@@ -51,9 +49,10 @@ pub struct TaskState {
     /// When the task was switched out involuntarily (0: it was not).
     pub offcpu_ns: u64,
     /// The kernel's run-queue time of the task (`sched_info.run_delay`) at
-    /// its last switch-out (see `SEEN`).
+    /// its last switch-out.
     pub run_delay_seen: u64,
-    /// Its `sched_info.pcount` (runs after a wait on a run queue) then.
+    /// Its `sched_info.pcount` (runs after a wait on a run queue) then; 0
+    /// until its first switch-out (a task has run once by then).
     pub pcount_seen: u64,
     /// A futex wait in progress (`futex_kind`): when the task blocked.
     pub futex_start_ns: u64,

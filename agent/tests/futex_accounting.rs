@@ -74,8 +74,7 @@ fn futex_waits_stay_exact_while_the_kernel_compacts_memory() {
 /// One run of the waiters and their waker, checked against what the waiters
 /// saw.
 fn check_rounds(agent: &mut pgpreempt::agent::Agent) {
-    use agent_common::stats::diag;
-    let missed_before = agent.diag()[diag::SWITCH_OUT_MISSED];
+    let missed_before = common::missed_switch_outs(agent);
     let board: Shared<Board> = Shared::new();
     let b = board.ptr;
     let mut pids = Vec::new();
@@ -130,15 +129,16 @@ fn check_rounds(agent: &mut pgpreempt::agent::Agent) {
     // memory pressure) loses the wait it started; the agent counts those
     // (dropped_events{reason="switch_out_missed"}), and only those may be
     // missing.
-    let missed = agent.diag()[diag::SWITCH_OUT_MISSED] - missed_before;
+    let missed = common::missed_switch_outs(agent) - missed_before;
 
     let board = board.get();
     for (w, &pid) in pids[..WAITERS].iter().enumerate() {
         let c = agent.process_counters(pid).expect("waiter traced");
-        let (got, want) = (c.v[counter::FUTEX_WAITS], board.blocked[w]);
-        assert!(
-            got <= want && want - got <= missed,
-            "waiter {w}: {got} futex waits counted, {want} blocked (woken, with a voluntary switch); {missed} switch-outs missed"
+        common::assert_exact_but_missed(
+            &format!("waiter {w}: futex waits that blocked (woken, with a voluntary switch)"),
+            c.v[counter::FUTEX_WAITS],
+            board.blocked[w],
+            missed,
         );
         assert!(
             board.waits[w] >= ROUNDS as u64 / 2,
@@ -165,13 +165,11 @@ fn check_rounds(agent: &mut pgpreempt::agent::Agent) {
     }
     let wc = agent.process_counters(waker).expect("waker traced");
     // Every wait that blocked was ended by the waker's futex wake.
-    let (got, want) = (
+    common::assert_exact_but_missed(
+        "waiters the waker woke from a blocked wait",
         wc.v[counter::FUTEX_WAKES],
         board.blocked.iter().sum::<u64>(),
-    );
-    assert!(
-        got <= want && want - got <= missed,
-        "the waker woke {got} waiters from a blocked wait, {want} blocked; {missed} switch-outs missed"
+        missed,
     );
     assert_eq!(wc.v[counter::FUTEX_WAITS], 0);
 }

@@ -140,7 +140,7 @@ fn run(with_hog: bool) -> Run {
         reap(&[h]);
     }
     agent.refresh();
-    let missed = agent.diag()[agent_common::stats::diag::SWITCH_OUT_MISSED];
+    let missed = common::missed_switch_outs(&agent);
     let hc = agent.process_counters(holder).expect("holder traced");
     let mut waiter_delay_ns = [0; WAITERS];
     let mut overflows = 0;
@@ -156,10 +156,11 @@ fn run(with_hog: bool) -> Run {
         // blocks (a wait can end unslept: woken while preempted before it
         // slept). Only a switch-out the kernel did not run the program for
         // (counted, see futex_accounting) may lose one.
-        let (got, want) = (c.v[counter::FUTEX_WAITS], board.blocked[i]);
-        assert!(
-            got <= want && want - got <= missed,
-            "waiter {i}: {got} futex waits counted, {want} blocked; {missed} switch-outs missed"
+        common::assert_exact_but_missed(
+            &format!("waiter {i}: futex waits that blocked"),
+            c.v[counter::FUTEX_WAITS],
+            board.blocked[i],
+            missed,
         );
         assert!(
             board.blocked[i] >= ROUNDS as u64 - 2,

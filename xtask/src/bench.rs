@@ -286,7 +286,8 @@ struct Drops {
     switches: f64,
 }
 
-/// The `reason`s of scheduler events the kernel did not deliver.
+/// The `reason`s of scheduler events the kernel did not deliver (the agent's
+/// `snapshot::KERNEL_SKIPPED`).
 const MISSED_REASONS: [&str; 2] = ["switch_in_missed", "switch_out_missed"];
 
 /// Per-program cost and drops from one more pgbench run with BPF statistics.

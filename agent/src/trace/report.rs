@@ -259,7 +259,7 @@ pub fn render(r: &Report) -> String {
 
     // Scheduler events the kernel did not run the programs for are told
     // apart: no setting changes them, and a missed switch-in is made good.
-    let skipped = |k: &str| k == "switch_in_missed" || k == "switch_out_missed";
+    let skipped = |k: &str| crate::snapshot::KERNEL_SKIPPED.contains(&k);
     let listed = |want_skipped: bool| -> Vec<String> {
         r.dropped_events
             .iter()

@@ -69,6 +69,22 @@ pub fn assert_close(what: &str, got: f64, want: f64, pct: f64, floor: f64) {
     );
 }
 
+/// Switch-outs of traced tasks the kernel did not run `sched_switch` for, as
+/// the agent counted them (`dropped_events{reason="switch_out_missed"}`):
+/// each loses what it started (a futex wait, a sleep before a wakeup).
+pub fn missed_switch_outs(agent: &pgpreempt::agent::Agent) -> u64 {
+    agent.diag()[agent_common::stats::diag::SWITCH_OUT_MISSED]
+}
+
+/// An exact count: the agent's `got` equals `want`, less at most the
+/// `missed` switch-outs the agent itself reported, never more.
+pub fn assert_exact_but_missed(what: &str, got: u64, want: u64, missed: u64) {
+    assert!(
+        got <= want && want - got <= missed,
+        "{what}: agent {got}, truth {want} ({missed} switch-outs reported missed)"
+    );
+}
+
 /// An agent tracing tasks named `comm`, with the default settings (per-process
 /// counters and uprobes on).
 pub fn agent_for(comm: &str) -> pgpreempt::agent::Agent {
