@@ -6,10 +6,7 @@ use agent_common::{
     stats::{counter, diag, hist_kind, Counters, GroupStats},
 };
 
-use crate::{
-    maps::{bump_diag, GROUP_STATS, PER_PROCESS, PROC_STATS},
-    task::TaskState,
-};
+use crate::maps::{bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS};
 
 /// Where one task's events are counted: its process and its group.
 /// Nullable raw pointers rather than `Option`s: the `None` path of an

@@ -16,8 +16,8 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 use crate::{
     account::Sink,
     lock_holder::attribute_wait,
-    maps::{global_field, SYSCALLS},
-    task::{task, KernelTask, TaskState, FUTEX_NONE, FUTEX_WAIT},
+    maps::{global_field, TaskState, FUTEX_NONE, FUTEX_WAIT, SYSCALLS},
+    task::{task, KernelTask},
 };
 
 /// The futex call `t` is in (`CALL_*`), from its saved registers.

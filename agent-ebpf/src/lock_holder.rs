@@ -7,7 +7,7 @@
 //! wakes W (sched_waking, see `futex`), W's wait is overlapped with them.
 use agent_common::stats::{counter, HOLDER_HISTORY};
 
-use crate::{account::Sink, task::TaskState};
+use crate::{account::Sink, maps::TaskState};
 
 /// Called when `ts` runs again after an involuntary switch-out at `start`.
 #[inline(always)]

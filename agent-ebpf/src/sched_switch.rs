@@ -15,10 +15,8 @@ use crate::{
     account::Sink,
     futex,
     lock_holder::remember_preemption,
-    maps::{add_diag, bump_diag, SEEDS},
-    task::{
-        resolve_current, task, task_or_create, KernelTask, TaskState, FUTEX_WAIT, QUEUED, SLEPT,
-    },
+    maps::{add_diag, bump_diag, TaskState, FUTEX_WAIT, QUEUED, SEEDS, SLEPT},
+    task::{resolve_current, task, task_or_create, KernelTask},
 };
 
 /// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.

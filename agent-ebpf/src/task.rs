@@ -2,7 +2,7 @@
 use agent_common::{
     config::CommFilter,
     event::{ProcEvent, PROC_NEW},
-    stats::{diag, Counters, HOLDER_HISTORY},
+    stats::{diag, Counters},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_task_pt_regs},
@@ -12,85 +12,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 
 use crate::maps::{
-    bump_diag, global_field, task_layout, COMMS, GENERATION, PER_PROCESS, PIDS, PID_FILTER,
-    PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
-};
-
-/// The task is not traced (filtered out by `--pid`).
-pub const IGNORED: u32 = 1;
-/// The agent has been told about this task's process.
-pub const ANNOUNCED: u32 = 2;
-/// Its last switch-out was voluntary: the run-queue time before its next
-/// run is a wakeup latency.
-pub const SLEPT: u32 = 4;
-/// Its last switch-out was involuntary and it stayed runnable (R), so the
-/// kernel counts its wait: the run-queue time before its next run is
-/// preempted time. (Preempted while going to sleep, R+, the kernel does not
-/// count the wait: it is timed with the clock.)
-pub const QUEUED: u32 = 8;
-
-/// Not in a futex wait.
-pub const FUTEX_NONE: u32 = 0;
-/// Blocked in a futex wait (see `futex`).
-pub const FUTEX_WAIT: u32 = 1;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct TaskState {
-    /// 0 until the task has been seen running (then it is known).
-    pub tgid: u32,
-    pub flags: u32,
-    /// The process's group and cluster (from `PROC_INFO`), refreshed at each
-    /// switch-out.
-    pub group: u32,
-    pub cluster: u32,
-    /// The `GENERATION` at which `group` and `cluster` were read.
-    pub generation: u64,
-    /// When the task was switched out involuntarily (0: it was not).
-    pub offcpu_ns: u64,
-    /// The kernel's run-queue time of the task (`sched_info.run_delay`) at
-    /// its last switch-out.
-    pub run_delay_seen: u64,
-    /// Its `sched_info.pcount` (runs after a wait on a run queue) then; 0
-    /// until its first switch-out (a task has run once by then).
-    pub pcount_seen: u64,
-    /// A futex wait in progress (`futex_kind`): when the task blocked.
-    pub futex_start_ns: u64,
-    pub futex_kind: u32,
-    /// Next slot of the preemption history (a ring, see `lock_holder`).
-    pub hist_next: u32,
-    /// Recent involuntary off-CPU intervals: [start, end] in ns (end 0: empty).
-    pub hist_start: [u64; HOLDER_HISTORY],
-    pub hist_end: [u64; HOLDER_HISTORY],
-    /// Bit i: interval i was already counted as a lock-holder preemption.
-    pub hist_counted: u32,
-    pub _pad2: u32,
-    /// End of the newest interval pushed out of the ring.
-    pub evicted_end_ns: u64,
-    /// When the task entered `s_lock` (0: not spinning), and the call site.
-    pub spin_start_ns: u64,
-    pub spin_site: u64,
-}
-
-const EMPTY: TaskState = TaskState {
-    tgid: 0,
-    flags: 0,
-    group: 0,
-    cluster: 0,
-    generation: u64::MAX,
-    offcpu_ns: 0,
-    run_delay_seen: 0,
-    pcount_seen: 0,
-    futex_start_ns: 0,
-    futex_kind: FUTEX_NONE,
-    hist_next: 0,
-    hist_start: [0; HOLDER_HISTORY],
-    hist_end: [0; HOLDER_HISTORY],
-    hist_counted: 0,
-    _pad2: 0,
-    evicted_end_ns: 0,
-    spin_start_ns: 0,
-    spin_site: 0,
+    bump_diag, global_field, task_layout, TaskState, ANNOUNCED, COMMS, EMPTY, GENERATION, IGNORED,
+    PER_PROCESS, PIDS, PID_FILTER, PROC_EVENTS, PROC_INFO, PROC_STATS, TASKS,
 };
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();

@@ -11,16 +11,30 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMa
 use crate::{
     config::Config,
     error::AgentError,
-    groups::Labels,
-    kernel_info::KernelInfo,
-    probes::Probes,
-    processes::ProcFs,
-    snapshot::{self, ProgramStats, Snapshot},
-    spin_sites::SiteLabels,
-    task_seeds,
-    tracker::{KernelMaps, Tracker},
-    uprobes::Uprobes,
+    kernel::kernel_info::KernelInfo,
+    kernel::probes::Probes,
+    kernel::snapshot::{self, ProgramStats},
+    kernel::task_seeds,
+    kernel::uprobes::Uprobes,
+    postgres::groups::Labels,
+    postgres::processes::ProcFs,
+    postgres::spin_sites::{SiteLabels, SpinSite},
+    postgres::tracker::{KernelMaps, Tracker},
 };
+
+/// Everything a scrape shows.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub groups: Vec<(Labels, GroupStats)>,
+    /// Live traced processes per label set.
+    pub tracked: Vec<(Labels, u64)>,
+    pub kernel: KernelInfo,
+    pub programs: Vec<ProgramStats>,
+    pub diag: [u64; diag::NUM],
+    pub spin_sites: Vec<SpinSite>,
+    /// Binaries whose `s_lock` could not be probed.
+    pub uprobe_errors: u64,
+}
 
 /// How long a spinlock site may stay without a readable name before it is
 /// shown as `site="unknown"` (its process and every peer exited).
@@ -190,7 +204,7 @@ impl Agent {
     }
 
     /// Spinlock call sites, per cluster, with capped labels.
-    pub fn spin_sites(&self) -> Vec<crate::snapshot::SpinSite> {
+    pub fn spin_sites(&self) -> Vec<SpinSite> {
         let mut raw = Vec::new();
         let mut names = self.site_names.lock().unwrap_or_else(|p| p.into_inner());
         let keys: Vec<SpinKey> = self.maps.spin_sites.keys().filter_map(Result::ok).collect();
@@ -205,7 +219,7 @@ impl Agent {
             let name = match names.get(&key) {
                 Some(n) => n.clone(),
                 None => {
-                    let found = crate::spin_sites::site_name(per_cpu.iter())
+                    let found = crate::postgres::spin_sites::site_name(per_cpu.iter())
                         .or_else(|| self.read_site_name(&key));
                     let first_seen = *self
                         .site_first_seen
@@ -225,12 +239,12 @@ impl Agent {
                 .tracker
                 .groups
                 .cluster_name(key.cluster)
-                .unwrap_or(crate::groups::UNASSIGNED_CLUSTER)
+                .unwrap_or(crate::postgres::groups::UNASSIGNED_CLUSTER)
                 .to_string();
             raw.push((cluster, name, per_cpu));
         }
         let mut labels = self.site_labels.lock().unwrap_or_else(|p| p.into_inner());
-        crate::spin_sites::fold(&mut labels, raw)
+        crate::postgres::spin_sites::fold(&mut labels, raw)
     }
 
     /// Once a second: new processes, label changes, exits. Every tenth call
@@ -302,7 +316,7 @@ impl Agent {
             .procs
             .values()
             .filter(|t| t.cluster_id == key.cluster && t.exited_at.is_none())
-            .find_map(|t| crate::spin_sites::read_name_from(t.tgid, key.func))
+            .find_map(|t| crate::postgres::spin_sites::read_name_from(t.tgid, key.func))
     }
 
     /// Everything a scrape shows.

@@ -1,28 +1,18 @@
 //! pgpreempt: why PostgreSQL got slower on a new kernel. eBPF programs on the
 //! scheduler and futex tracepoints, aggregated in the kernel, served as
 //! Prometheus metrics.
+//!
+//! The folders follow the data: `kernel` loads and attaches the programs and
+//! reads their maps; `postgres` knows PostgreSQL's processes and gives the
+//! kernel their labels; `agent` ties the two together; the outputs are
+//! `daemon` (`pgpreempt run`), `trace` (`trace` and `diff`) and `check`.
+//! Imports point down that path: an output may use the model and the kernel
+//! side, the model may use the kernel side, never the other way.
 pub mod agent;
-pub mod backend_type;
 pub mod check;
 pub mod config;
 pub mod daemon;
-pub mod diff;
 pub mod error;
-pub mod exposition;
-pub mod groups;
-pub mod kernel_info;
-pub mod privileges;
-pub mod probes;
-pub mod processes;
-pub mod report_json;
-pub mod server;
-pub mod snapshot;
-pub mod spin_sites;
-pub mod task_layout;
-pub mod task_seeds;
-pub mod text_histogram;
-pub mod text_table;
+pub mod kernel;
+pub mod postgres;
 pub mod trace;
-pub mod tracefs;
-pub mod tracker;
-pub mod uprobes;

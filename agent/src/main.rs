@@ -6,8 +6,9 @@ use clap::{Parser, Subcommand};
 use pgpreempt::{
     check,
     config::{Config, DEFAULT_COMMS},
-    daemon, diff,
-    report_json::Report,
+    daemon,
+    trace::diff,
+    trace::report_json::Report,
     trace::{self, TraceOptions},
 };
 

@@ -154,7 +154,7 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(
-            ours() >= before + pgpreempt::probes::PROGRAMS.len(),
+            ours() >= before + pgpreempt::kernel::probes::PROGRAMS.len(),
             "programs not attached while running"
         );
         assert_eq!(get(port, "/healthz").as_deref(), Some("ok\n"));

@@ -99,7 +99,7 @@ fn backends_match_the_kernel_under_pgbench() {
     );
 
     // The metrics show the same cluster with the right labels.
-    let text = pgpreempt::exposition::render(&agent.snapshot(), "test");
+    let text = pgpreempt::daemon::exposition::render(&agent.snapshot(), "test");
     assert!(text.contains("backend_type=\"client backend\""), "{text}");
     assert!(text.contains("backend_type=\"checkpointer\""));
     assert!(text.contains("backend_type=\"postmaster\""));

@@ -299,7 +299,7 @@ fn exited_processes_keep_their_group_counts() {
     reap(&kids);
     let at_exit = group_total(&agent);
     assert!(at_exit >= 4 * 20, "each child slept 20 times: {at_exit}");
-    std::thread::sleep(pgpreempt::tracker::EXIT_GRACE * 2);
+    std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE * 2);
     agent.refresh();
     agent.refresh();
     for k in &kids {

@@ -156,7 +156,7 @@ fn spin_counts_are_exact_and_times_within_five_percent() {
         total,
         SITES.iter().map(|s| s.1).sum::<u64>() * kids.len() as u64
     );
-    let text = pgpreempt::exposition::render(&agent.snapshot(), "test");
+    let text = pgpreempt::daemon::exposition::render(&agent.snapshot(), "test");
     assert!(text.contains("site=\"StrategyGetBuffer\""), "{text}");
     // `sleep` has no s_lock: reported once; this test's binary was probed after it.
     assert_eq!(agent.snapshot().uprobe_errors, 1);
@@ -229,5 +229,8 @@ fn spinners_preempted_inside_s_lock_are_counted() {
         "the agent saw more spinner preemptions ({got}) than there were ({want})"
     );
     // The exposition with spin sites passes promtool.
-    common::promtool_check(&pgpreempt::exposition::render(&agent.snapshot(), "test"));
+    common::promtool_check(&pgpreempt::daemon::exposition::render(
+        &agent.snapshot(),
+        "test",
+    ));
 }

@@ -10,8 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    demo::{parse, scrape},
-    measure::{agent, agent_bin, median, per_program, sum, tps, Bg},
+    measure::{agent, agent_bin, median, parse, per_program, scrape, sum, tps, Bg},
     pg::Scratch,
     root, sh,
 };

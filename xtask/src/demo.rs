@@ -1,62 +1,14 @@
 //! `cargo xtask demo`: a scratch PostgreSQL under pgbench (more clients than
 //! CPUs), traced by `pgpreempt run`, then a short summary of the metrics.
-use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::TcpStream,
-    process::Command,
-    time::Duration,
+use std::{collections::BTreeMap, process::Command};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    measure::{free_port, parse, scrape, wait_up, Bg},
+    pg::Scratch,
+    root, sh,
 };
-
-use anyhow::{bail, Context, Result};
-
-use crate::{measure::Bg, pg::Scratch, root, sh};
-
-pub fn scrape(port: u16) -> Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
-}
-
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Waits until the agent serves metrics.
-pub fn wait_up(port: u16) -> Result<()> {
-    for _ in 0..200 {
-        if scrape(port).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("pgpreempt did not start serving metrics")
-}
-
-/// (metric name, labels text) -> value.
-pub fn parse(text: &str) -> BTreeMap<(String, String), f64> {
-    let mut m = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, l.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if let Ok(v) = value.parse() {
-            m.insert((name.to_string(), labels.to_string()), v);
-        }
-    }
-    m
-}
 
 fn label<'a>(labels: &'a str, key: &str) -> Option<&'a str> {
     labels

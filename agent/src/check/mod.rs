@@ -14,8 +14,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    kernel_info::{read_config_at, KernelInfo},
-    privileges,
+    kernel::kernel_info::{read_config_at, KernelInfo},
+    kernel::privileges,
 };
 
 /// Tracepoints without which pgpreempt does not start.
@@ -102,12 +102,12 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
 
     // The scheduler programs are tp_btf and take task_struct offsets from
     // BTF: without it nothing can be traced.
-    let btf = match crate::task_layout::read(&at("sys/kernel/btf/vmlinux")) {
+    let btf = match crate::kernel::task_layout::read(&at("sys/kernel/btf/vmlinux")) {
         Ok(l) => item(
             Status::Ok,
             format!(
                 "/sys/kernel/btf/vmlinux ({})",
-                crate::task_layout::describe(&l)
+                crate::kernel::task_layout::describe(&l)
             ),
         ),
         Err(e) => item(
@@ -366,7 +366,7 @@ pub fn render(c: &CheckReport) -> String {
 /// Loads (verifies) the kernel programs without attaching them.
 pub fn load_programs() -> Result<usize, String> {
     let cfg = crate::config::Config::default();
-    let mut p = crate::probes::Probes::load(&cfg).map_err(|e| e.to_string())?;
+    let mut p = crate::kernel::probes::Probes::load(&cfg).map_err(|e| e.to_string())?;
     p.verify().map_err(|e| e.to_string())
 }
 
@@ -418,7 +418,7 @@ mod tests {
             // The running kernel's BTF: the check parses it.
             std::fs::create_dir_all(root_btf_dir(&h.root)).unwrap();
             std::os::unix::fs::symlink(
-                crate::task_layout::VMLINUX_BTF,
+                crate::kernel::task_layout::VMLINUX_BTF,
                 h.root.join("sys/kernel/btf/vmlinux"),
             )
             .unwrap();

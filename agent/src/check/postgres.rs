@@ -10,7 +10,9 @@ use std::{
 use serde::Serialize;
 
 use super::huge_pages::{self, HugePages};
-use crate::{backend_type::parse_title, processes::ProcFs, uprobes::SYMBOL};
+use crate::{
+    kernel::uprobes::SYMBOL, postgres::backend_type::parse_title, postgres::processes::ProcFs,
+};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Cluster {
@@ -143,7 +145,7 @@ pub fn find(proc_root: &Path, version_of: &dyn Fn(&Path) -> Option<String>) -> V
                 Some(v),
                 format!("`{} --version`: {line}", runnable.display()),
             ),
-            None => match crate::trace::collect::pg_version(&dir.display().to_string()) {
+            None => match crate::postgres::processes::pg_version(&dir.display().to_string()) {
                 Some(major) => (
                     Some(major),
                     format!(

@@ -8,7 +8,7 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-use crate::{groups::Labels, snapshot::Snapshot};
+use crate::{agent::Snapshot, postgres::groups::Labels};
 
 const NS: f64 = 1e9;
 
@@ -161,8 +161,9 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         ));
     }
 
-    let site_labels =
-        |x: &crate::snapshot::SpinSite| vec![label("cluster", &x.cluster), label("site", &x.site)];
+    let site_labels = |x: &crate::postgres::spin_sites::SpinSite| {
+        vec![label("cluster", &x.cluster), label("site", &x.site)]
+    };
     out.push(family(
         "pgpreempt_spin_seconds",
         "Duration of each contended spinlock acquisition (one s_lock call), by the calling function PostgreSQL names.",
@@ -248,7 +249,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         "pgpreempt_dropped_events_total",
         "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late).",
         MetricType::COUNTER,
-        crate::snapshot::DIAG_REASONS
+        crate::kernel::snapshot::DIAG_REASONS
             .iter()
         .map(|&(r, i)| counter_metric(vec![label("reason", r)], s.diag[i] as f64))
         .collect(),
@@ -277,8 +278,8 @@ pub fn render(s: &Snapshot, version: &str) -> String {
 mod tests {
     use super::*;
     use crate::{
-        kernel_info::{KernelInfo, PreemptModel},
-        snapshot::{zero_group, ProgramStats},
+        kernel::kernel_info::{KernelInfo, PreemptModel},
+        kernel::snapshot::{zero_group, ProgramStats},
     };
 
     fn snap() -> Snapshot {
@@ -309,7 +310,7 @@ mod tests {
                 run_ns: 1500,
             }],
             diag: [0; agent_common::stats::diag::NUM],
-            spin_sites: vec![crate::snapshot::SpinSite {
+            spin_sites: vec![crate::postgres::spin_sites::SpinSite {
                 cluster: "/var/lib/pg".into(),
                 site: "StrategyGetBuffer".into(),
                 delays: 2,

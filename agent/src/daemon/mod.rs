@@ -1,4 +1,7 @@
 //! `pgpreempt run`: the per-host exporter.
+pub mod exposition;
+pub mod server;
+
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -11,7 +14,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{agent::Agent, config::Config, exposition, server};
+use crate::{agent::Agent, config::Config};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -68,8 +71,8 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
 
 /// `pgpreempt floor`: only a floor program, until SIGINT or SIGTERM.
 pub fn floor(btf: bool) -> anyhow::Result<()> {
-    use crate::probes::Hook;
-    let mut probes = crate::probes::Probes::load(&Config::default())?;
+    use crate::kernel::probes::Hook;
+    let mut probes = crate::kernel::probes::Probes::load(&Config::default())?;
     if btf {
         probes.attach_one("floor_sched_switch_btf", Hook::Btf("sched_switch"))?;
     } else {

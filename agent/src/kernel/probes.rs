@@ -10,7 +10,9 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 
-use crate::{config::Config, error::AgentError, privileges, task_layout, tracefs};
+use crate::{
+    config::Config, error::AgentError, kernel::privileges, kernel::task_layout, kernel::tracefs,
+};
 
 /// The compiled kernel programs (built by build.rs with aya-build).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pgpreempt"));

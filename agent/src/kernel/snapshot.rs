@@ -1,8 +1,7 @@
 //! Reading the kernel's aggregates: per-CPU values summed, per group and
-//! per process. Plain data, so the exposition can be tested without BPF.
+//! per process, and the names of the kernel's health counters. Plain data,
+//! so the outputs can be tested without BPF.
 use agent_common::stats::{diag, Counters, GroupStats, Hist, NUM_COUNTERS, NUM_HISTS};
-
-use crate::{groups::Labels, kernel_info::KernelInfo};
 
 /// Adds `b` into `a`, element by element.
 pub fn add_counters(a: &mut Counters, b: &Counters) {
@@ -78,29 +77,6 @@ pub struct ProgramStats {
     pub name: String,
     pub runs: u64,
     pub run_ns: u64,
-}
-
-/// Contended spinlock acquisitions at one call site of one cluster.
-#[derive(Debug, Clone)]
-pub struct SpinSite {
-    pub cluster: String,
-    pub site: String,
-    pub delays: u64,
-    pub hist: Hist,
-}
-
-/// Everything a scrape shows.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub groups: Vec<(Labels, GroupStats)>,
-    /// Live traced processes per label set.
-    pub tracked: Vec<(Labels, u64)>,
-    pub kernel: KernelInfo,
-    pub programs: Vec<ProgramStats>,
-    pub diag: [u64; diag::NUM],
-    pub spin_sites: Vec<SpinSite>,
-    /// Binaries whose `s_lock` could not be probed.
-    pub uprobe_errors: u64,
 }
 
 const _: () = assert!(NUM_COUNTERS >= agent_common::stats::counter::USED);

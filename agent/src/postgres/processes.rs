@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::backend_type::parse_title;
+use crate::postgres::backend_type::parse_title;
 
 /// A process's labels and what its title says now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,14 @@ fn read_first_line(p: &Path) -> Option<String> {
         .lines()
         .next()
         .map(str::to_string)
+}
+
+/// The major version in a data directory's `PG_VERSION` (None for a cluster
+/// label that is not a directory, or an unreadable file).
+pub fn pg_version(datadir: &str) -> Option<String> {
+    let v = std::fs::read_to_string(std::path::Path::new(datadir).join("PG_VERSION")).ok()?;
+    let v = v.trim();
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 #[cfg(test)]

@@ -6,7 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use agent_common::stats::{Hist, SpinStats};
 
-use crate::snapshot::{add_hist, SpinSite};
+use crate::kernel::snapshot::add_hist;
+
+/// Contended spinlock acquisitions at one call site of one cluster.
+#[derive(Debug, Clone)]
+pub struct SpinSite {
+    pub cluster: String,
+    pub site: String,
+    pub delays: u64,
+    pub hist: Hist,
+}
 
 /// Distinct site labels per cluster; later sites are folded into `other`.
 pub const MAX_SITES_PER_CLUSTER: usize = 32;

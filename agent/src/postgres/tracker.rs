@@ -9,8 +9,8 @@ use std::{
 use agent_common::stats::{Counters, ProcInfo};
 
 use crate::{
-    groups::{Groups, Labels},
-    processes::{Classified, ProcFs},
+    postgres::groups::{Groups, Labels},
+    postgres::processes::{Classified, ProcFs},
 };
 
 /// How long after its exit notice a process's counters are kept in the

@@ -9,13 +9,14 @@ use agent_common::stats::{hist_kind, Counters, GroupStats, Hist};
 
 use crate::{
     agent::Agent,
-    groups::{Labels, UNASSIGNED_CLUSTER},
-    processes::Classified,
-    report_json::{
+    agent::Snapshot,
+    kernel::snapshot::{self, DIAG_REASONS},
+    postgres::groups::{Labels, UNASSIGNED_CLUSTER},
+    postgres::processes::{pg_version, Classified},
+    trace::report_json::{
         BackendTypeJson, ClusterJson, Figures, HistogramJson, KernelJson, ProcessJson, Report,
         Selection, SpinSiteJson, SCHEMA_VERSION,
     },
-    snapshot::{self, Snapshot, DIAG_REASONS},
 };
 
 /// Histograms kept per group, by report name.
@@ -51,9 +52,11 @@ pub fn sample(agent: &Agent, initial: &HashSet<u32>) -> Sample {
         // Settled titles are not re-read by the tracker: take the activity now.
         if t.exited_at.is_none() {
             if let Some(title) = agent.tracker.procfs.title(t.tgid) {
-                class.activity =
-                    crate::backend_type::parse_title(&title, class.backend_type == "postmaster")
-                        .activity;
+                class.activity = crate::postgres::backend_type::parse_title(
+                    &title,
+                    class.backend_type == "postmaster",
+                )
+                .activity;
             }
         }
         processes.push(ProcessSample {
@@ -249,22 +252,14 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
     }
 }
 
-/// The major version in a data directory's `PG_VERSION` (None for a cluster
-/// label that is not a directory, or an unreadable file).
-pub fn pg_version(datadir: &str) -> Option<String> {
-    let v = std::fs::read_to_string(std::path::Path::new(datadir).join("PG_VERSION")).ok()?;
-    let v = v.trim();
-    (!v.is_empty()).then(|| v.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use agent_common::stats::{counter, diag};
 
     use crate::{
-        kernel_info::{KernelInfo, PreemptModel},
-        snapshot::SpinSite,
+        kernel::kernel_info::{KernelInfo, PreemptModel},
+        postgres::spin_sites::SpinSite,
     };
 
     fn class(cluster: &str, backend_type: &'static str) -> Classified {

@@ -8,8 +8,8 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::{
-    report_json::{Figures, Report},
-    text_table::{num, Align, Table},
+    trace::report_json::{Figures, Report},
+    trace::text_table::{num, Align, Table},
 };
 
 /// A ratio at least this far from 1 (either way) is a change.
@@ -297,7 +297,7 @@ pub fn render(d: &Diff) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report_json::tests::sample;
+    use crate::trace::report_json::tests::sample;
 
     fn report(duration: f64, f: Figures) -> Report {
         let mut r = sample(duration, 1.0);

@@ -6,8 +6,8 @@
 use std::{cmp::Ordering, io::Write, time::Duration};
 
 use crate::{
-    report_json::{Figures, Report},
-    text_table::{cut, num, secs, Align, Table},
+    trace::report_json::{Figures, Report},
+    trace::text_table::{cut, num, secs, Align, Table},
 };
 
 /// Processes shown in a plain-text frame.
@@ -118,7 +118,7 @@ pub fn lines(
     out.push((Style::Plain, String::new()));
 
     let mut types: Vec<_> = r.backend_types.iter().collect();
-    let wake99 = |b: &crate::report_json::BackendTypeJson| {
+    let wake99 = |b: &crate::trace::report_json::BackendTypeJson| {
         b.histogram("wakeup_latency_seconds")
             .and_then(|h| h.quantile_bound(0.99))
     };
@@ -334,7 +334,7 @@ impl Drop for Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report_json::tests::sample;
+    use crate::trace::report_json::tests::sample;
 
     #[test]
     fn progress_and_countdown() {

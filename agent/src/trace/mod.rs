@@ -3,8 +3,12 @@
 //! on the same host is undisturbed), shows a live view every second, and at
 //! the end prints a report and optionally writes it as JSON.
 pub mod collect;
+pub mod diff;
 pub mod live_view;
 pub mod report;
+pub mod report_json;
+pub mod text_histogram;
+pub mod text_table;
 
 use std::{
     collections::HashSet,
@@ -16,8 +20,8 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    agent::Agent, backend_type::parse_title, config::Config, processes::ProcFs,
-    report_json::Selection,
+    agent::Agent, config::Config, postgres::backend_type::parse_title, postgres::processes::ProcFs,
+    trace::report_json::Selection,
 };
 
 /// What `pgpreempt trace` was asked to do.

@@ -3,9 +3,9 @@
 use std::fmt::Write;
 
 use crate::{
-    report_json::{Figures, ProcessJson, Report},
-    text_histogram,
-    text_table::{num, secs, Align, Table},
+    trace::report_json::{Figures, ProcessJson, Report},
+    trace::text_histogram,
+    trace::text_table::{num, secs, Align, Table},
 };
 
 /// Rows in the "top" tables.
@@ -97,7 +97,7 @@ fn mean(total: f64, n: u64) -> String {
     }
 }
 
-fn p99(h: Option<&crate::report_json::HistogramJson>) -> String {
+fn p99(h: Option<&crate::trace::report_json::HistogramJson>) -> String {
     h.and_then(|h| h.quantile_bound(0.99))
         .map(secs)
         .unwrap_or_else(|| "-".into())
@@ -259,7 +259,7 @@ pub fn render(r: &Report) -> String {
 
     // Scheduler events the kernel did not run the programs for are told
     // apart: no setting changes them, and a missed switch-in is made good.
-    let skipped = |k: &str| crate::snapshot::KERNEL_SKIPPED.contains(&k);
+    let skipped = |k: &str| crate::kernel::snapshot::KERNEL_SKIPPED.contains(&k);
     let listed = |want_skipped: bool| -> Vec<String> {
         r.dropped_events
             .iter()
@@ -289,7 +289,7 @@ pub fn render(r: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report_json::tests::sample;
+    use crate::trace::report_json::tests::sample;
 
     #[test]
     fn renders_every_section() {

@@ -1,7 +1,7 @@
 //! Log2 histograms drawn in text, as bcc's tools print them: one line per
 //! bucket from the first to the last non-empty one, with a bar scaled to
 //! the largest bucket.
-use crate::report_json::HistogramJson;
+use crate::trace::report_json::HistogramJson;
 
 /// Width of the widest bar, in characters.
 pub const BAR_WIDTH: usize = 40;
