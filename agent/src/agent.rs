@@ -36,6 +36,19 @@ pub struct Snapshot {
     pub uprobe_errors: u64,
 }
 
+/// Entries in the kernel's per-task and per-process maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntries {
+    /// `TASKS`: per-thread state.
+    pub tasks: u64,
+    /// `SEEDS`: threads' run-queue time at start-up, not yet read.
+    pub seeds: u64,
+    /// `PROC_INFO`: processes the agent classified.
+    pub proc_info: u64,
+    /// `PROC_STATS`: per-process counters (trace sessions and tests).
+    pub proc_stats: u64,
+}
+
 /// How long a spinlock site may stay without a readable name before it is
 /// shown as `site="unknown"` (its process and every peer exited).
 pub const UNNAMED_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -287,6 +300,29 @@ impl Agent {
             }
         }
         out
+    }
+
+    /// How many entries the per-task and per-process maps hold now (keys
+    /// walked one by one: for tests and `check`, not for every scrape).
+    pub fn map_entries(&self) -> MapEntries {
+        let count = |name: &str| -> u64 {
+            self.probes
+                .ebpf
+                .map(name)
+                .and_then(|m| match m {
+                    aya::maps::Map::HashMap(d)
+                    | aya::maps::Map::LruHashMap(d)
+                    | aya::maps::Map::PerCpuHashMap(d) => Some(snapshot::count_u32_keys(d.fd())),
+                    _ => None,
+                })
+                .unwrap_or(0)
+        };
+        MapEntries {
+            tasks: count("TASKS"),
+            seeds: count("SEEDS"),
+            proc_info: self.maps.proc_info.keys().filter(Result::is_ok).count() as u64,
+            proc_stats: self.maps.proc_stats.keys().filter(Result::is_ok).count() as u64,
+        }
     }
 
     /// The kernel's run-time statistics for each attached program.

@@ -250,9 +250,11 @@ fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
         "preempted: agent {} ns over {n} preemptions; the worker's own clock {want} ns over {gaps} gaps; the real-time task held the CPU {held} ns",
         d(counter::PREEMPTED_NS)
     );
-    // The workload did what it is for: every hold was a gap.
+    // The workload did what it is for: every hold was in a gap. Two holds
+    // can fall into one gap when something else on CPU 0 takes the 3 ms
+    // between them (a CI run saw 19 gaps for 20 holds).
     assert!(
-        gaps >= RT_ROUNDS as u64 && want >= held,
+        gaps >= RT_ROUNDS as u64 * 3 / 4 && want >= held,
         "the worker missed no time to the real-time task: no test"
     );
     // Each round preempts the worker once; other tasks that share CPU 0 (a
