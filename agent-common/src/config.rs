@@ -128,56 +128,13 @@ pub struct TaskLayout {
     pub _pad: u32,
 }
 
-/// Where the classic tracepoint program (process exit) finds its field: a
-/// byte offset read from the tracefs `format` file at start-up (never
-/// hard-coded).
+/// What the tracefs `format` files say about this kernel's tracepoints.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TracepointLayout {
-    /// `group_dead` of sched_process_exit (0: this kernel has none).
+    /// Non-zero if `sched_process_exit` has `group_dead` (Linux 6.16+): its
+    /// offset in the classic record. The tp_btf program then reads its
+    /// second argument; without it, a process is gone when its leader exits.
     pub exit_group_dead: u32,
     pub _pad: u32,
-}
-
-impl TracepointLayout {
-    /// Checks that every field is at an offset the kernel programs can load
-    /// (one-byte fields at offsets 24 to 40, see `ctx_load!` in
-    /// agent-ebpf/src/task.rs).
-    pub fn fits(&self) -> Result<(), (&'static str, u32)> {
-        let off = self.exit_group_dead;
-        if off == 0 || (24..=40).contains(&off) {
-            Ok(())
-        } else {
-            Err(("sched_process_exit group_dead", off))
-        }
-    }
-}
-
-#[cfg(test)]
-mod layout_tests {
-    use super::*;
-
-    #[test]
-    fn the_6_x_layout_fits() {
-        let l = TracepointLayout {
-            exit_group_dead: 32,
-            _pad: 0,
-        };
-        assert_eq!(l.fits(), Ok(()));
-    }
-
-    #[test]
-    fn a_kernel_without_group_dead_fits() {
-        let l = TracepointLayout::default();
-        assert_eq!(l.fits(), Ok(()));
-    }
-
-    #[test]
-    fn misplaced_fields_are_refused() {
-        let l = TracepointLayout {
-            exit_group_dead: 60,
-            _pad: 0,
-        };
-        assert_eq!(l.fits(), Err(("sched_process_exit group_dead", 60)));
-    }
 }

@@ -1,5 +1,12 @@
 //! Aggregation in the kernel: per-process counters and per-group counters
-//! plus log2 histograms, all in per-CPU maps (no atomics).
+//! plus log2 histograms, all in per-CPU maps.
+//!
+//! The scheduler programs run with preemption off, so their per-CPU `+=`
+//! cannot be interleaved on one CPU. The uprobes run preemptible on full and
+//! lazy kernels (migration off, so still on one CPU): another task's program
+//! can run on that CPU between their load and store. They add atomically
+//! (`Sink::add_atomic`), a single instruction that nothing on the CPU can
+//! split; the scheduler programs' plain adds then cannot land inside one.
 use agent_common::{
     config::MAX_GROUPS,
     hist::bucket_index,
@@ -16,24 +23,44 @@ pub struct Sink {
     group: *mut GroupStats,
 }
 
+/// Adds `v` to `*p` in one atomic instruction (BPF's atomic add, which
+/// returns nothing; `core`'s atomics are not offered for this target).
+#[inline(always)]
+pub fn atomic_add(p: *mut u64, v: u64) {
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack, preserves_flags),
+        )
+    };
+}
+
 impl Sink {
+    /// The task's process and its group as `sched_switch` last read it.
     #[inline(always)]
     pub fn of(ts: &TaskState) -> Self {
-        let mut group = core::ptr::null_mut();
-        if ts.group < MAX_GROUPS {
-            if let Some(g) = GROUP_STATS.get_ptr_mut(ts.group) {
-                group = g;
+        Self::new(ts.tgid, ts.group)
+    }
+
+    #[inline(always)]
+    pub fn new(tgid: u32, group: u32) -> Self {
+        let mut g = core::ptr::null_mut();
+        if group < MAX_GROUPS {
+            if let Some(s) = GROUP_STATS.get_ptr_mut(group) {
+                g = s;
             }
         } else {
             bump_diag(diag::BAD_GROUP);
         }
         let mut proc = core::ptr::null_mut();
-        if PER_PROCESS.load() != 0 && ts.tgid != 0 {
-            if let Some(p) = PROC_STATS.get_ptr_mut(ts.tgid) {
+        if PER_PROCESS.load() != 0 && tgid != 0 {
+            if let Some(p) = PROC_STATS.get_ptr_mut(tgid) {
                 proc = p;
             }
         }
-        Self { proc, group }
+        Self { proc, group: g }
     }
 
     #[inline(always)]
@@ -46,6 +73,23 @@ impl Sink {
         }
         if !self.group.is_null() {
             unsafe { (*self.group).counters.v[idx] += v };
+        }
+    }
+
+    /// [`Sink::add`] for programs that may be preempted (the uprobes).
+    #[inline(always)]
+    pub fn add_atomic(&self, idx: usize, v: u64) {
+        if idx >= counter::USED {
+            return;
+        }
+        if !self.proc.is_null() {
+            atomic_add(unsafe { core::ptr::addr_of_mut!((*self.proc).v[idx]) }, v);
+        }
+        if !self.group.is_null() {
+            atomic_add(
+                unsafe { core::ptr::addr_of_mut!((*self.group).counters.v[idx]) },
+                v,
+            );
         }
     }
 

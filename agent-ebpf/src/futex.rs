@@ -16,7 +16,7 @@ use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfT
 use crate::{
     account::Sink,
     lock_holder::attribute_wait,
-    maps::{global_field, TaskState, FUTEX_NONE, FUTEX_WAIT, SYSCALLS},
+    maps::{global_field, TaskState, SYSCALLS},
     task::{task, KernelTask},
 };
 
@@ -40,23 +40,25 @@ const TASK_UNINTERRUPTIBLE: u64 = 0x2;
 /// state `state`): starts a futex wait if it is blocking in one. A futex
 /// wait sleeps interruptibly; an uninterruptible sleep inside a futex call
 /// is something else (a page under migration, a page lock). `now` is called
-/// (a clock read) only for a futex wait.
+/// (a clock read) only for a futex wait. The start is one word, written
+/// once: `sched_waking` on another CPU sees 0 or this wait's start, never
+/// a wait with an earlier start.
 #[inline(always)]
 pub fn blocking(prev: KernelTask, ts: &mut TaskState, state: u64, now: impl FnOnce() -> u64) {
     let interruptible = state & (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE) == TASK_INTERRUPTIBLE;
-    if interruptible && futex_call(prev) == CALL_WAIT {
-        ts.futex_kind = FUTEX_WAIT;
-        ts.futex_start_ns = now();
+    let start = if interruptible && futex_call(prev) == CALL_WAIT {
+        now()
     } else {
-        ts.futex_kind = FUTEX_NONE;
-    }
+        0
+    };
+    unsafe { core::ptr::write_volatile(&mut ts.futex_start_ns, start) };
 }
 
 /// At a switch-in of a task in a futex wait: the wait is over.
 #[inline(always)]
 pub fn running_again(ts: &mut TaskState, now: u64) {
-    ts.futex_kind = FUTEX_NONE;
     let d = now.saturating_sub(ts.futex_start_ns);
+    unsafe { core::ptr::write_volatile(&mut ts.futex_start_ns, 0) };
     Sink::of(ts).futex_wait(d);
 }
 
@@ -73,16 +75,21 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
     if !waker.comm_traced() || futex_call(waker) != CALL_WAKE {
         return 0;
     }
-    let Some(w) = task(p.pid()) else { return 0 };
-    if w.futex_kind != FUTEX_WAIT {
+    let Some(w) = task(p) else { return 0 };
+    // Read once: 0 if the waiter has not blocked yet (or woke already).
+    let wait_start = unsafe { core::ptr::read_volatile(&w.futex_start_ns) };
+    if wait_start == 0 {
         return 0;
     }
-    let Some(h) = task(waker.pid()) else { return 0 };
+    let Some(h) = task(waker) else { return 0 };
     // Futex words are only shared within a cluster (its shared memory).
     if h.cluster != w.cluster || h.tgid == 0 {
         return 0;
     }
     Sink::of(h).add(counter::FUTEX_WAKES, 1);
-    attribute_wait(w, h, unsafe { bpf_ktime_get_ns() });
+    // The waker is running: its run-queue time already holds the wait
+    // before this run, the length of its open interval.
+    let h_waited = waker.run_delay().saturating_sub(h.run_delay_seen);
+    attribute_wait(w, wait_start, h, unsafe { bpf_ktime_get_ns() }, h_waited);
     0
 }

@@ -5,11 +5,17 @@
 //! the wake that ends W's wait. Only at W's wakeup do we learn who H is, so
 //! every task keeps its last few involuntary off-CPU intervals, and when H
 //! wakes W (sched_waking, see `futex`), W's wait is overlapped with them.
+//!
+//! An interval of a task preempted while runnable (R) is left open when the
+//! task runs again: its length is the growth of the task's `run_delay`,
+//! which the kernel has counted by then, so no clock is read to end it. It
+//! is closed at the task's next switch-out, or read from the running task.
 use agent_common::stats::{counter, HOLDER_HISTORY};
 
 use crate::{account::Sink, maps::TaskState};
 
-/// Called when `ts` runs again after an involuntary switch-out at `start`.
+/// Pushes an involuntary off-CPU interval [start, end] into the task's ring;
+/// `end` 0 leaves it open (`TaskState::hist_open`).
 #[inline(always)]
 pub fn remember_preemption(ts: &mut TaskState, start: u64, end: u64) {
     let i = (ts.hist_next as usize) & (HOLDER_HISTORY - 1);
@@ -21,15 +27,33 @@ pub fn remember_preemption(ts: &mut TaskState, start: u64, end: u64) {
         *e = end;
     }
     ts.hist_counted &= !(1u32 << i);
+    ts.hist_open = if end == 0 { i as u32 + 1 } else { 0 };
     ts.hist_next = ts.hist_next.wrapping_add(1);
 }
 
-/// Called when task `h` wakes `w` out of a futex wait at `now` (from inside
-/// a futex wake): charges the overlap of the wait with `h`'s preemptions.
+/// Closes the open interval, if any, while the task runs (its wait is
+/// over): it lasted `waited`, the growth of the task's run-queue time since
+/// the switch-out that began it.
 #[inline(always)]
-pub fn attribute_wait(w: &mut TaskState, h: &mut TaskState, now: u64) {
-    let wait_start = w.futex_start_ns;
-    let woke_at = now;
+pub fn close_open_interval(ts: &mut TaskState, waited: u64) {
+    if ts.hist_open == 0 {
+        return;
+    }
+    let i = (ts.hist_open as usize - 1) & (HOLDER_HISTORY - 1);
+    if let (Some(s), Some(e)) = (ts.hist_start.get(i), ts.hist_end.get_mut(i)) {
+        *e = *s + waited.max(1);
+    }
+    ts.hist_open = 0;
+}
+
+/// Called when task `h` wakes `w` out of a futex wait that began at
+/// `wait_start`, at `now` (from inside a futex wake): charges the overlap of
+/// the wait with `h`'s preemptions. `h_waited` is the growth of `h`'s
+/// run-queue time since its last switch-out: h is running, so its open
+/// interval, if any, is over and that long.
+#[inline(always)]
+pub fn attribute_wait(w: &TaskState, wait_start: u64, h: &mut TaskState, now: u64, h_waited: u64) {
+    close_open_interval(h, h_waited);
     let mut overlap = 0u64;
     let mut newly = 0u64;
     let mut newly_ns = 0u64;
@@ -37,7 +61,7 @@ pub fn attribute_wait(w: &mut TaskState, h: &mut TaskState, now: u64) {
     while i < HOLDER_HISTORY {
         let (s, e) = (h.hist_start[i], h.hist_end[i]);
         let lo = if s > wait_start { s } else { wait_start };
-        let hi = if e < woke_at { e } else { woke_at };
+        let hi = if e < now { e } else { now };
         if e != 0 && hi > lo {
             overlap += hi - lo;
             if h.hist_counted & (1u32 << i) == 0 {

@@ -3,7 +3,7 @@
 //! `account` (per-process and per-group aggregation).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// Inline asm pins tracepoint field loads to immediate offsets (task.rs).
+// Inline asm: the atomic add of the uprobes (account.rs).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(target_arch = "bpf")]

@@ -24,14 +24,21 @@ pub const SLEPT: u32 = 4;
 /// count the wait: it is timed with the clock.)
 pub const QUEUED: u32 = 8;
 
-/// Not in a futex wait.
-pub const FUTEX_NONE: u32 = 0;
-/// Blocked in a futex wait (see `futex`).
-pub const FUTEX_WAIT: u32 = 1;
-
+/// One task's state, keyed by tid in `TASKS`. Created at the task's first
+/// traced switch-out (or its first switch-out after a reused tid, see
+/// `task`), freed at its final (TASK_DEAD) switch-out.
+///
+/// Writers: `sched_switch` for the task (switching out or in; it runs with
+/// preemption off, and one CPU at a time runs a task), `sched_waking` in the
+/// task's own context while it is running (`hist_counted`), and the task's
+/// own `s_lock` uprobes (`spin_start_ns`, `spin_site` only). Other tasks'
+/// programs read it (`futex_start_ns`, the history).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskState {
+    /// The kernel's `struct task_struct` this entry belongs to: a tid reused
+    /// by a new task finds a different pointer and starts afresh.
+    pub task: u64,
     /// 0 until the task has been seen running (then it is known).
     pub tgid: u32,
     pub flags: u32,
@@ -39,7 +46,8 @@ pub struct TaskState {
     /// switch-out.
     pub group: u32,
     pub cluster: u32,
-    /// The `GENERATION` at which `group` and `cluster` were read.
+    /// The `GENERATION` at which `group` and `cluster` were read (or at
+    /// which `PROC_INFO` had no entry for the process).
     pub generation: u64,
     /// When the task was switched out involuntarily (0: it was not).
     pub offcpu_ns: u64,
@@ -49,11 +57,15 @@ pub struct TaskState {
     /// Its `sched_info.pcount` (runs after a wait on a run queue) then; 0
     /// until its first switch-out (a task has run once by then).
     pub pcount_seen: u64,
-    /// A futex wait in progress (`futex_kind`): when the task blocked.
+    /// When the task blocked in a futex wait; 0: not in one. One word, so
+    /// that `sched_waking` on another CPU reads a wait and its start at once.
     pub futex_start_ns: u64,
-    pub futex_kind: u32,
     /// Next slot of the preemption history (a ring, see `lock_holder`).
     pub hist_next: u32,
+    /// Slot + 1 of the newest interval if its end is not known yet (0: none):
+    /// the task was preempted while runnable (R) and runs again; its end is
+    /// its start plus the growth of `run_delay`, read when needed.
+    pub hist_open: u32,
     /// Recent involuntary off-CPU intervals: [start, end] in ns (end 0: empty).
     pub hist_start: [u64; HOLDER_HISTORY],
     pub hist_end: [u64; HOLDER_HISTORY],
@@ -68,6 +80,7 @@ pub struct TaskState {
 }
 
 pub const EMPTY: TaskState = TaskState {
+    task: 0,
     tgid: 0,
     flags: 0,
     group: 0,
@@ -77,8 +90,8 @@ pub const EMPTY: TaskState = TaskState {
     run_delay_seen: 0,
     pcount_seen: 0,
     futex_start_ns: 0,
-    futex_kind: FUTEX_NONE,
     hist_next: 0,
+    hist_open: 0,
     hist_start: [0; HOLDER_HISTORY],
     hist_end: [0; HOLDER_HISTORY],
     hist_counted: 0,
@@ -170,10 +183,6 @@ pub static PIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 pub static SPIN_SITES: PerCpuHashMap<SpinKey, SpinStats> = PerCpuHashMap::with_max_entries(1024, 0);
-
-/// Room to build a new site's first value (too big for the stack).
-#[map]
-pub static SPIN_SCRATCH: PerCpuArray<SpinStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// Process births and deaths, for the agent. Rare, so a ring buffer.
 #[map]

@@ -5,17 +5,22 @@
 //! the task's `sched_info.run_delay` (the kernel's own run-queue time,
 //! schedstat) has grown by the wait before the run now ending, and the
 //! switch-out before says whether that wait followed a sleep (wakeup
-//! latency) or a preemption. The clock is read for involuntary switches
-//! only, for the lock-holder intervals (`lock_holder`) and for the waits
-//! the kernel does not count (preempted while going to sleep, R+).
+//! latency) or a preemption. The clock is read at involuntary switch-outs,
+//! for the lock-holder intervals (`lock_holder`), at the switch-in after a
+//! preemption the kernel does not count (preempted while going to sleep,
+//! R+), and at the start and end of a futex wait.
+//!
+//! A task's state lives from its first traced switch-out to its final one
+//! (`TASK_DEAD`), where the wait before its last run is counted and the
+//! state is freed.
 use agent_common::stats::{counter, diag};
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
     account::Sink,
     futex,
-    lock_holder::remember_preemption,
-    maps::{add_diag, bump_diag, TaskState, FUTEX_WAIT, QUEUED, SEEDS, SLEPT},
+    lock_holder::{close_open_interval, remember_preemption},
+    maps::{add_diag, bump_diag, TaskState, QUEUED, SEEDS, SLEPT, TASKS},
     task::{resolve_current, task, task_or_create, KernelTask},
 };
 
@@ -56,24 +61,34 @@ impl Clock {
 #[inline(always)]
 fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     let state = ctx.arg::<u64>(3) & 0xffff_ffff;
-    if state & TASK_DEAD != 0 {
-        return;
-    }
-    let Some(ts) = task_or_create(ctx, prev.pid()) else {
+    let Some(ts) = task_or_create(ctx, prev) else {
         return;
     };
-    if !resolve_current(ctx, ts) {
-        return;
+    if resolve_current(ctx, ts) {
+        account_switch_out(ctx, prev, ts, state, clock);
     }
-    // Involuntary: preempted (also inside the kernel, R+), or still
-    // runnable (R). This is the kernel's own nivcsw rule (see README).
-    let preempt = ctx.arg::<u64>(0) & 0xff != 0;
-    let involuntary = preempt || state == 0;
+    if state & TASK_DEAD != 0 {
+        // Its final switch: the task never runs again, and its tid may be
+        // reused. The one place a task's entry is freed.
+        let _ = TASKS.remove(prev.pid());
+    }
+}
+
+#[inline(always)]
+fn account_switch_out(
+    ctx: &BtfTracePointContext,
+    prev: KernelTask,
+    ts: &mut TaskState,
+    state: u64,
+    clock: &mut Clock,
+) {
     let sink = Sink::of(ts);
-    catch_up_missed_switch_in(ts, clock);
     // The wait before the run now ending, as the kernel counted it.
     let run_delay = prev.run_delay();
     let pcount = prev.pcount();
+    let waited = run_delay.saturating_sub(ts.run_delay_seen);
+    catch_up_missed_switch_in(ts, waited, clock);
+    close_open_interval(ts, waited);
     if ts.pcount_seen != 0 {
         // One run since the last switch-out; more means switch-outs this
         // program did not see (each run follows one).
@@ -81,7 +96,6 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
         if runs > 1 && runs < 1 << 20 {
             add_diag(diag::SWITCH_OUT_MISSED, runs - 1);
         }
-        let waited = run_delay.saturating_sub(ts.run_delay_seen);
         if ts.flags & SLEPT != 0 {
             sink.wakeup(waited);
         } else if ts.flags & QUEUED != 0 {
@@ -93,7 +107,14 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
     ts.run_delay_seen = run_delay;
     ts.pcount_seen = pcount;
     ts.flags &= !(SLEPT | QUEUED);
-    if involuntary {
+    if state & TASK_DEAD != 0 {
+        // Not a switch the kernel counts for the task (it is gone).
+        return;
+    }
+    // Involuntary: preempted (also inside the kernel, R+), or still
+    // runnable (R). This is the kernel's own nivcsw rule (see README).
+    let preempt = ctx.arg::<u64>(0) & 0xff != 0;
+    if preempt || state == 0 {
         if state == 0 {
             ts.flags |= QUEUED;
         }
@@ -129,36 +150,49 @@ fn first_switch_out(prev: KernelTask, sink: &Sink, run_delay: u64, pcount: u64) 
 
 #[inline(always)]
 fn switch_in(next: KernelTask, clock: &mut Clock) {
-    let Some(ts) = task(next.pid()) else { return };
-    ran_again(ts, clock);
-}
-
-/// Called while `ts` is running (switching out, exiting): if it is still
-/// in a futex wait or off the CPU, this program did not see its switch-in
-/// (`diag::SWITCH_IN_MISSED`); ends here what that would have ended, one
-/// run late.
-#[inline(always)]
-pub fn catch_up_missed_switch_in(ts: &mut TaskState, clock: &mut Clock) {
-    if ts.futex_kind == FUTEX_WAIT || ts.offcpu_ns != 0 {
-        bump_diag(diag::SWITCH_IN_MISSED);
-        ran_again(ts, clock);
-    }
-}
-
-/// A traced task runs again: ends its futex wait and its preemption.
-#[inline(always)]
-fn ran_again(ts: &mut TaskState, clock: &mut Clock) {
-    if ts.futex_kind == FUTEX_WAIT {
+    let Some(ts) = task(next) else { return };
+    if ts.futex_start_ns != 0 {
         futex::running_again(ts, clock.now());
     }
     if ts.offcpu_ns != 0 {
-        let now = clock.now();
-        let d = now.saturating_sub(ts.offcpu_ns);
-        remember_preemption(ts, ts.offcpu_ns, now);
-        ts.offcpu_ns = 0;
-        if ts.flags & QUEUED == 0 {
+        if ts.flags & QUEUED != 0 {
+            // R: the kernel counts this wait; its end is read from the
+            // run-queue time later (`lock_holder`), no clock now.
+            remember_preemption(ts, ts.offcpu_ns, 0);
+        } else {
             // R+: the kernel keeps no count of this wait.
-            Sink::of(ts).preempted(d);
+            let now = clock.now();
+            remember_preemption(ts, ts.offcpu_ns, now);
+            Sink::of(ts).preempted(now.saturating_sub(ts.offcpu_ns));
         }
+        ts.offcpu_ns = 0;
+    }
+}
+
+/// At a switch-out of `ts` (it ran): if it is still in a futex wait or off
+/// the CPU, this program did not see its switch-in
+/// (`diag::SWITCH_IN_MISSED`; on this kind of VM, switches out of some of
+/// init's threads never reach the tracepoint). A preemption while runnable
+/// ends exactly: its start plus `waited`, the run-queue time the kernel
+/// counted for it. A futex wait, or an R+ preemption, ends here, one run
+/// late.
+#[inline(always)]
+fn catch_up_missed_switch_in(ts: &mut TaskState, waited: u64, clock: &mut Clock) {
+    if ts.futex_start_ns == 0 && ts.offcpu_ns == 0 {
+        return;
+    }
+    bump_diag(diag::SWITCH_IN_MISSED);
+    if ts.futex_start_ns != 0 {
+        futex::running_again(ts, clock.now());
+    }
+    if ts.offcpu_ns != 0 {
+        if ts.flags & QUEUED != 0 {
+            remember_preemption(ts, ts.offcpu_ns, ts.offcpu_ns + waited.max(1));
+        } else {
+            let now = clock.now();
+            remember_preemption(ts, ts.offcpu_ns, now);
+            Sink::of(ts).preempted(now.saturating_sub(ts.offcpu_ns));
+        }
+        ts.offcpu_ns = 0;
     }
 }

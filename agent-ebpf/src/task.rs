@@ -6,7 +6,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_task_pt_regs},
-    programs::{BtfTracePointContext, TracePointContext},
+    programs::BtfTracePointContext,
     EbpfContext,
 };
 use aya_log_ebpf::warn;
@@ -17,43 +17,6 @@ use crate::maps::{
 };
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();
-
-/// Direct loads from the tracepoint context at an offset read from
-/// tracefs. The verifier only accepts context loads whose offset is an
-/// instruction immediate, and rustc emits no CO-RE; but the offset comes from
-/// the frozen .rodata map, so the verifier knows its value and explores only
-/// the matching arm. Every arm is one load with an immediate offset, in asm
-/// so that LLVM cannot fold the arms back into `ctx + offset`: no helper
-/// call, no copy.
-macro_rules! ctx_load {
-    ($name:ident, $ty:ty, $width:literal, [$($off:literal),*]) => {
-        #[inline(always)]
-        pub fn $name(ctx: &TracePointContext, offset: u32) -> $ty {
-            let p = ctx.as_ptr();
-            let v: u64;
-            match offset {
-                $($off => unsafe {
-                    core::arch::asm!(
-                        concat!("{v} = *(", $width, " *)({p} + ", stringify!($off), ")"),
-                        v = lateout(reg) v,
-                        p = in(reg) p,
-                        options(readonly, nostack, preserves_flags),
-                    )
-                },)*
-                _ => v = 0,
-            }
-            v as $ty
-        }
-    };
-}
-// A load must not reach past the record (the kernel refuses the attach), so
-// one-byte fields (sched_process_exit's group_dead) get a one-byte load.
-ctx_load!(
-    ctx_u8,
-    u8,
-    "u8",
-    [24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40]
-);
 
 /// A `struct task_struct *` argument of a tp_btf program. Its fields are
 /// plain loads, which the verifier checks against the kernel's BTF, at
@@ -103,6 +66,18 @@ impl KernelTask {
         self.load(task_layout!(pid))
     }
 
+    /// The process id (the thread group's leader's tid).
+    #[inline(always)]
+    pub fn tgid(self) -> u32 {
+        self.load(task_layout!(tgid))
+    }
+
+    /// The task's address: who owns a `TASKS` entry.
+    #[inline(always)]
+    pub fn addr(self) -> u64 {
+        self.0 as u64
+    }
+
     /// The kernel's total run-queue time of the task, in ns
     /// (`sched_info.run_delay`, schedstat's second field). At a switch-out
     /// it includes the wait before the run now ending.
@@ -138,33 +113,42 @@ pub fn comm_matches(lo: u64, hi: u64) -> bool {
     )
 }
 
-/// The state of `tid`, created if missing.
+/// The state of task `t`, created if missing. An entry left by an earlier
+/// task with the same tid (its final switch-out unseen) is started afresh.
 #[inline(always)]
-pub fn task_or_create<C: EbpfContext>(ctx: &C, tid: u32) -> Option<&'static mut TaskState> {
+pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static mut TaskState> {
+    let tid = t.pid();
     if let Some(ts) = TASKS.get_ptr_mut(tid) {
-        return Some(unsafe { &mut *ts });
+        let ts = unsafe { &mut *ts };
+        if ts.task == t.addr() {
+            return Some(ts);
+        }
     }
+    // BPF_ANY: creates, or replaces a stale entry whole.
     if TASKS.insert(tid, EMPTY, 0).is_err() {
         bump_diag(diag::TASK_MAP_FULL);
         warn!(ctx, "pgpreempt: task map full, tid {} not traced", tid);
         return None;
     }
-    TASKS.get_ptr_mut(tid).map(|ts| unsafe { &mut *ts })
+    let ts = unsafe { &mut *TASKS.get_ptr_mut(tid)? };
+    ts.task = t.addr();
+    Some(ts)
 }
 
-/// The state of `tid` if it is traced.
+/// The state of task `t` if it is traced (None for an entry of an earlier
+/// task with the same tid).
 #[inline(always)]
-pub fn task(tid: u32) -> Option<&'static mut TaskState> {
-    let ts = unsafe { &mut *TASKS.get_ptr_mut(tid)? };
-    if ts.flags & IGNORED != 0 {
+pub fn task(t: KernelTask) -> Option<&'static mut TaskState> {
+    let ts = unsafe { &mut *TASKS.get_ptr_mut(t.pid())? };
+    if ts.flags & IGNORED != 0 || ts.task != t.addr() {
         return None;
     }
     Some(ts)
 }
 
-/// Called while `ts` is the current task: learns its process (the first
-/// time), applies `--pid`, and refreshes its group if the agent changed any.
-/// Returns false if the task is not traced.
+/// Called from `sched_switch` while `ts` is the task switching out: learns
+/// its process (the first time), applies `--pid`, and refreshes its group
+/// if the agent changed any. Returns false if the task is not traced.
 #[inline(always)]
 pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
     if ts.flags & IGNORED != 0 {
@@ -180,11 +164,31 @@ pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
         if PER_PROCESS.load() != 0 {
             add_process(ctx, tgid);
         }
-        refresh_group(ctx, ts);
-    } else {
-        refresh_group(ctx, ts);
     }
+    refresh_group(ctx, ts);
     true
+}
+
+/// The group the task's events go to now, without writing its state: for
+/// the uprobes, which run preemptible on full and lazy kernels and can be
+/// interrupted by the task's own switch-out (only `sched_switch` writes the
+/// labels).
+#[inline(always)]
+pub fn current_labels(ts: &TaskState) -> (u32, u32) {
+    if ts.generation != generation() {
+        if let Some(info) = unsafe { PROC_INFO.get(ts.tgid) } {
+            return (info.group, info.cluster);
+        }
+    }
+    (ts.group, ts.cluster)
+}
+
+#[inline(always)]
+fn generation() -> u64 {
+    match GENERATION.get(0) {
+        Some(g) => unsafe { core::ptr::read_volatile(g) },
+        None => 0,
+    }
 }
 
 /// Makes sure the process has a per-process entry.
@@ -210,19 +214,18 @@ fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
 /// Re-reads the task's group when the agent changed any (one array load
 /// otherwise). A process the agent does not know yet is announced once per
 /// task, and counted in the unassigned group until the agent classifies it.
+/// The generation is kept on a miss too: the lookup is not repeated at every
+/// switch until the agent changes something.
 #[inline(always)]
 fn refresh_group<C: EbpfContext>(ctx: &C, ts: &mut TaskState) {
-    let generation = match GENERATION.get(0) {
-        Some(g) => *g,
-        None => 0,
-    };
+    let generation = generation();
     if ts.generation == generation {
         return;
     }
+    ts.generation = generation;
     if let Some(info) = unsafe { PROC_INFO.get(ts.tgid) } {
         ts.group = info.group;
         ts.cluster = info.cluster;
-        ts.generation = generation;
     } else if ts.flags & ANNOUNCED == 0 {
         ts.flags |= ANNOUNCED;
         if PROC_EVENTS

@@ -108,6 +108,10 @@ impl KernelMaps for Maps {
         let _ = self.proc_info.remove(&tgid);
         counters
     }
+
+    fn counted_procs(&self) -> Vec<u32> {
+        self.proc_stats.keys().filter_map(Result::ok).collect()
+    }
 }
 
 fn take<T>(p: &mut Probes, name: &'static str) -> Result<T, AgentError>

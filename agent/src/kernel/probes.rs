@@ -38,10 +38,7 @@ pub enum Hook {
 pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
     ("sched_waking", Hook::Btf("sched_waking")),
-    (
-        "sched_process_exit",
-        Hook::Tracepoint("sched", "sched_process_exit", true),
-    ),
+    ("sched_process_exit", Hook::Btf("sched_process_exit")),
 ];
 
 pub struct Probes {

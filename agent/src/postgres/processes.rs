@@ -17,6 +17,19 @@ pub struct Classified {
     pub settled: bool,
 }
 
+impl Classified {
+    /// A process that was gone before its title could be read: counted in
+    /// the unassigned group (see `groups`).
+    pub fn unclassified() -> Self {
+        Self {
+            cluster: crate::postgres::groups::UNASSIGNED_CLUSTER.to_string(),
+            backend_type: "other",
+            activity: String::new(),
+            settled: true,
+        }
+    }
+}
+
 /// Reads /proc under a root (`/proc`, or a fixture in tests).
 #[derive(Debug, Clone)]
 pub struct ProcFs {

@@ -48,6 +48,8 @@ pub struct Departed {
 pub trait KernelMaps {
     fn set_proc_info(&mut self, tgid: u32, info: ProcInfo);
     fn remove_proc(&mut self, tgid: u32) -> Option<Counters>;
+    /// The processes the kernel keeps per-process counters for.
+    fn counted_procs(&self) -> Vec<u32>;
 }
 
 pub struct Tracker {
@@ -57,6 +59,10 @@ pub struct Tracker {
     pub departed: Vec<Departed>,
     /// Processes added since the agent last looked (for uprobe attachment).
     pub added: Vec<u32>,
+    /// Processes the kernel counted but the tracker never classified (gone
+    /// before their title was read), by when they were seen gone: their
+    /// counters are folded away like the others'.
+    unclassified_exits: HashMap<u32, Instant>,
     comms: HashSet<String>,
     pids: HashSet<u32>,
     keep_departed: bool,
@@ -70,6 +76,7 @@ impl Tracker {
             procs: HashMap::new(),
             departed: Vec::new(),
             added: Vec::new(),
+            unclassified_exits: HashMap::new(),
             comms: comms.iter().cloned().collect(),
             pids: pids.iter().copied().collect(),
             keep_departed,
@@ -104,8 +111,15 @@ impl Tracker {
 
     /// The kernel saw a traced process exit.
     pub fn on_exit(&mut self, tgid: u32) {
-        if let Some(t) = self.procs.get_mut(&tgid) {
-            t.exited_at.get_or_insert_with(Instant::now);
+        match self.procs.get_mut(&tgid) {
+            Some(t) => {
+                t.exited_at.get_or_insert_with(Instant::now);
+            }
+            None => {
+                self.unclassified_exits
+                    .entry(tgid)
+                    .or_insert_with(Instant::now);
+            }
         }
     }
 
@@ -172,6 +186,15 @@ impl Tracker {
         for tgid in gone {
             self.on_exit(tgid);
         }
+        if sweep {
+            // Exit notices can be lost (a full ring): anything the kernel
+            // still counts for a process that is gone is folded away too.
+            for tgid in maps.counted_procs() {
+                if !self.procs.contains_key(&tgid) && !self.procfs.exists(tgid) {
+                    self.unclassified_exits.entry(tgid).or_insert(now);
+                }
+            }
+        }
         self.harvest(maps, now);
     }
 
@@ -186,14 +209,27 @@ impl Tracker {
             })
             .map(|t| t.tgid)
             .collect();
-        for tgid in done {
-            let t = self.procs.remove(&tgid).expect("listed above");
+        let mut done: Vec<(u32, Option<Classified>)> = done
+            .into_iter()
+            .map(|tgid| (tgid, self.procs.remove(&tgid).map(|t| t.class)))
+            .collect();
+        self.unclassified_exits.retain(|&tgid, at| {
+            if now.duration_since(*at) < EXIT_GRACE {
+                return true;
+            }
+            // A live process that reused the pid keeps the entry.
+            if !self.procs.contains_key(&tgid) {
+                done.push((tgid, None));
+            }
+            false
+        });
+        for (tgid, class) in done {
             let counters = maps.remove_proc(tgid);
             if self.keep_departed {
                 if let Some(counters) = counters {
                     self.departed.push(Departed {
                         tgid,
-                        class: t.class,
+                        class: class.unwrap_or_else(Classified::unclassified),
                         counters,
                     });
                 }
@@ -241,6 +277,9 @@ mod tests {
         fn remove_proc(&mut self, tgid: u32) -> Option<Counters> {
             self.info.remove(&tgid);
             self.stats.remove(&tgid)
+        }
+        fn counted_procs(&self) -> Vec<u32> {
+            self.stats.keys().copied().collect()
         }
     }
 
@@ -307,6 +346,38 @@ mod tests {
         std::thread::sleep(EXIT_GRACE);
         t.refresh(&mut maps, false);
         assert!(t.procs.is_empty());
+    }
+
+    #[test]
+    fn processes_never_classified_are_folded_away_too() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("proc");
+        fs::create_dir_all(&root).unwrap();
+        let comms = vec!["postgres".to_string()];
+        let mut t = Tracker::new(ProcFs::at(&root), &comms, &[], true);
+        let mut maps = FakeMaps::default();
+        // The kernel counted two processes that were gone before the agent
+        // read their titles: one sent its exit notice, one's was lost.
+        let mut c = Counters::zeroed();
+        c.v[1] = 7;
+        maps.stats.insert(30, c);
+        maps.stats.insert(31, c);
+        t.on_new(30, &mut maps);
+        t.on_exit(30);
+        assert!(t.procs.is_empty(), "nothing to classify");
+        t.refresh(&mut maps, true);
+        std::thread::sleep(EXIT_GRACE);
+        t.refresh(&mut maps, false);
+        assert!(
+            maps.stats.is_empty(),
+            "both entries removed: {:?}",
+            maps.stats.keys()
+        );
+        assert_eq!(t.departed.len(), 2);
+        assert!(t
+            .departed
+            .iter()
+            .all(|d| d.class.backend_type == "other" && d.counters.v[1] == 7));
     }
 
     #[test]
