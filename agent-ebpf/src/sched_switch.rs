@@ -37,6 +37,10 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     let prev = KernelTask::arg(&ctx, 1);
     if prev.comm_traced() {
         switch_out(&ctx, prev, &mut clock);
+    } else if ctx.arg::<u64>(3) & TASK_DEAD != 0 {
+        // A task that was traced and took another name (exec, prctl) still
+        // has its entry: freed here too (one lookup per exit of any task).
+        let _ = TASKS.remove(prev.pid());
     }
     let next = KernelTask::arg(&ctx, 2);
     if next.comm_traced() {

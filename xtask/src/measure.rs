@@ -73,8 +73,13 @@ pub fn parse(text: &str) -> BTreeMap<(String, String), f64> {
     m
 }
 
+/// The agent binary: this tree's release build, or `PGPREEMPT_BIN` (to
+/// measure another build the same way, e.g. before and after a change).
 pub fn agent_bin() -> std::path::PathBuf {
-    root().join("target/release/pgpreempt")
+    match std::env::var_os("PGPREEMPT_BIN") {
+        Some(p) => p.into(),
+        None => root().join("target/release/pgpreempt"),
+    }
 }
 
 /// `pgpreempt run` on a free port with extra flags, once it serves metrics.
