@@ -89,9 +89,15 @@ const SHORT_CHILDREN: usize = 600;
 /// Children running at once: four per CPU here, so they wait on run queues.
 const SHORT_BATCH: usize = 8;
 
-/// CPU time child `i` burns: 1 to 20 ms.
+/// CPU time child `i` burns: 1 to 20 ms, and for half of them 1 to 3 ms
+/// (often a single run: the wait before it is the child's only one).
 fn short_cpu_ns(i: usize) -> u64 {
-    ((i * 7) % 20 + 1) as u64 * 1_000_000
+    let ms = if i.is_multiple_of(2) {
+        (i / 2) % 3 + 1
+    } else {
+        (i * 7) % 20 + 1
+    };
+    ms as u64 * 1_000_000
 }
 
 #[repr(C)]
