@@ -237,3 +237,38 @@ pub fn promtool_check(body: &str) {
         "promtool check metrics:\n{report}"
     );
 }
+
+/// Live tasks whose `comm` is one of `comms`, counted from /proc: processes
+/// (by the leader's comm, as the agent selects them) and threads (by each
+/// thread's own comm, as the kernel programs see them).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveTasks {
+    pub processes: u64,
+    pub threads: u64,
+}
+
+pub fn live_tasks(comms: &[&str]) -> LiveTasks {
+    let traced = |path: std::path::PathBuf| {
+        fs::read_to_string(path).is_ok_and(|c| comms.contains(&c.trim_end_matches('\n')))
+    };
+    let mut live = LiveTasks::default();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return live;
+    };
+    for e in dir.filter_map(Result::ok) {
+        let name = e.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if traced(e.path().join("comm")) {
+            live.processes += 1;
+        }
+        if let Ok(tasks) = fs::read_dir(e.path().join("task")) {
+            live.threads += tasks
+                .filter_map(Result::ok)
+                .filter(|t| traced(t.path().join("comm")))
+                .count() as u64;
+        }
+    }
+    live
+}

@@ -305,11 +305,12 @@ pub fn burn_cpu(ns: u64) {
     spin_on(thread_cpu_ns, ns)
 }
 
-/// True if process `pid` is asleep (state S or D), read without allocating.
-pub fn is_asleep(pid: u32) -> bool {
-    let mut path = [0u8; 32];
+/// `/proc/PID/FILE` as a C string in `buf`, built without allocating (safe
+/// in a forked child).
+pub fn proc_path<'a>(pid: u32, file: &[u8], buf: &'a mut [u8; 64]) -> &'a std::ffi::CStr {
+    *buf = [0u8; 64];
     let prefix = b"/proc/";
-    path[..prefix.len()].copy_from_slice(prefix);
+    buf[..prefix.len()].copy_from_slice(prefix);
     let mut digits = [0u8; 10];
     let (mut n, mut p) = (0, pid);
     loop {
@@ -322,15 +323,65 @@ pub fn is_asleep(pid: u32) -> bool {
     }
     let mut at = prefix.len();
     for i in (0..n).rev() {
-        path[at] = digits[i];
+        buf[at] = digits[i];
         at += 1;
     }
-    path[at..at + 5].copy_from_slice(b"/stat");
-    let path = std::ffi::CStr::from_bytes_until_nul(&path).unwrap();
+    buf[at] = b'/';
+    at += 1;
+    let len = file.len().min(buf.len() - at - 1);
+    buf[at..at + len].copy_from_slice(&file[..len]);
+    std::ffi::CStr::from_bytes_until_nul(&buf[..]).unwrap()
+}
+
+/// True if process `pid` is asleep (state S or D), read without allocating.
+pub fn is_asleep(pid: u32) -> bool {
+    let mut path = [0u8; 64];
+    let path = proc_path(pid, b"stat", &mut path);
     let mut buf = [0u8; 4096];
     let len = read_small(path, &mut buf);
     match buf[..len].iter().rposition(|&c| c == b')') {
         Some(i) if i + 2 < len => matches!(buf[i + 2], b'S' | b'D'),
         _ => false,
     }
+}
+
+/// Process `pid`'s run-queue wait (schedstat, second field), in ns, read
+/// without allocating. A zombie's reads too: its final figure, everything
+/// up to its last run.
+pub fn run_delay_of(pid: u32) -> u64 {
+    let mut path = [0u8; 64];
+    let path = proc_path(pid, b"schedstat", &mut path);
+    let mut buf = [0u8; 4096];
+    let n = read_small(path, &mut buf);
+    let s = &buf[..n];
+    let sp = s.iter().position(|&c| c == b' ').unwrap_or(0);
+    parse_u64(&s[sp..])
+}
+
+/// Waits until child `pid` has exited, leaving it a zombie (`WNOWAIT`): its
+/// /proc files still show its final figures until it is reaped.
+pub fn wait_exited(pid: u32) {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || errno() != libc::EINTR {
+            return;
+        }
+    }
+}
+
+/// Reaps child `pid`, returning its resource usage (`wait4`): its whole
+/// life, including its exit.
+pub fn reap_rusage(pid: u32) -> libc::rusage {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut st = 0;
+    unsafe { libc::wait4(pid as i32, &mut st, 0, &mut ru) };
+    ru
 }

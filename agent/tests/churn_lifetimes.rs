@@ -1,0 +1,1054 @@
+//! Short lives, churn and pid reuse (issue 11): what a task's last run and
+//! its exit leave behind. Known answers come from the kernel's own accounting
+//! (each child's schedstat and status, read by itself just before it exits
+//! and from its zombie; `wait4`'s rusage), and the kernel maps' sizes from
+//! `Agent::map_entries` against the live tasks counted in /proc.
+mod common;
+
+use std::{
+    ffi::{c_char, c_int, c_void},
+    io::Read,
+    process::Stdio,
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use agent_common::stats::{counter, diag, Counters};
+use common::{
+    postgres::Cluster,
+    workload::{
+        burn_cpu, fork_child, futex_wait, futex_wake, kill, now_ns, own_nivcsw, own_run_delay_ns,
+        pin_to_cpu, reap, reap_rusage, run_delay_of, set_comm, set_fifo, sleep_ns, spin_for,
+        wait_exited, Gate, Shared,
+    },
+};
+use pgpreempt::{agent::Agent, config::Config};
+
+/// PostgreSQL's `int s_lock(volatile slock_t *lock, const char *file, int line, const char *func)`,
+/// exported by this test binary as in `spin_accounting`: `lock` points at a
+/// spin duration in ns, and the return value (the number of sleeps) is `line`.
+///
+/// # Safety
+/// `lock` must point at a readable u64.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub unsafe extern "C" fn s_lock(
+    lock: *mut u64,
+    file: *const c_char,
+    line: c_int,
+    func: *const c_char,
+) -> c_int {
+    std::hint::black_box((file, func));
+    spin_for(unsafe { std::ptr::read_volatile(lock) });
+    line
+}
+
+/// Every group's counters summed: all that the kernel counted for the
+/// traced tasks, classified or not (group 0 holds the unclassified).
+fn all_groups(agent: &Agent) -> Counters {
+    let mut sum = Counters::zeroed();
+    for (id, _) in agent.tracker.groups.all() {
+        if let Some(g) = agent.group_stats(id) {
+            for (s, v) in sum.v.iter_mut().zip(g.counters.v.iter()) {
+                *s += v;
+            }
+        }
+    }
+    sum
+}
+
+fn run_queue_ns(c: &Counters) -> u64 {
+    c.v[counter::PREEMPTED_NS] + c.v[counter::WAKEUP_LATENCY_NS]
+}
+
+/// Polls the agent as the daemon and trace sessions do: `poll` every 100 ms,
+/// `refresh` every tenth time (once a second).
+struct Cadence {
+    ticks: u64,
+}
+
+impl Cadence {
+    fn new() -> Self {
+        Cadence { ticks: 0 }
+    }
+    fn tick(&mut self, agent: &mut Agent) {
+        std::thread::sleep(Duration::from_millis(100));
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(10) {
+            agent.refresh();
+        } else {
+            agent.poll();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A. The last run-queue wait of a short-lived task.
+
+const SHORT_CHILDREN: usize = 600;
+/// Children running at once: four per CPU here, so they wait on run queues.
+const SHORT_BATCH: usize = 8;
+
+/// CPU time child `i` burns: 1 to 20 ms, and for half of them 1 to 3 ms
+/// (often a single run: the wait before it is the child's only one).
+fn short_cpu_ns(i: usize) -> u64 {
+    let ms = if i.is_multiple_of(2) {
+        (i / 2) % 3 + 1
+    } else {
+        (i * 7) % 20 + 1
+    };
+    ms as u64 * 1_000_000
+}
+
+#[repr(C)]
+struct ShortBoard {
+    pids: [u32; SHORT_CHILDREN],
+    /// Each child's own figures, read by itself just before its `_exit`.
+    own_delay: [u64; SHORT_CHILDREN],
+    own_nivcsw: [u64; SHORT_CHILDREN],
+    /// The kernel's final figures: the zombie's schedstat run_delay, and
+    /// `ru_nivcsw` from `wait4`.
+    final_delay: [u64; SHORT_CHILDREN],
+    final_nivcsw: [u64; SHORT_CHILDREN],
+    done: u32,
+}
+
+/// Children that each burn 1-20 ms of CPU, eight at a time on two CPUs,
+/// then exit. Each one's run-queue time ends with the wait before its last
+/// run, which only its exit can count: before the fix the agent dropped it
+/// (sched_process_exit deleted the task's state first), about half of the
+/// total.
+#[test]
+fn short_lived_children_run_queue_time_matches_their_own_schedstat() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-short");
+    let board: Shared<ShortBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    // The children are forked by a traced process, so that they are traced
+    // from birth (a child renamed after its fork may have waited untraced
+    // before). Its own counts are taken off below.
+    let forker = fork_child(move || {
+        unsafe { libc::close(gate.w) };
+        set_comm(b"pgpt-short");
+        let board = unsafe { &mut *(b as *mut ShortBoard) };
+        for start in (0..SHORT_CHILDREN).step_by(SHORT_BATCH) {
+            let end = (start + SHORT_BATCH).min(SHORT_CHILDREN);
+            for i in start..end {
+                board.pids[i] = fork_child(move || {
+                    let board = unsafe { &mut *(b as *mut ShortBoard) };
+                    burn_cpu(short_cpu_ns(i));
+                    board.own_delay[i] = own_run_delay_ns();
+                    board.own_nivcsw[i] = own_nivcsw();
+                });
+            }
+            for i in start..end {
+                let pid = board.pids[i];
+                wait_exited(pid);
+                board.final_delay[i] = run_delay_of(pid);
+                board.final_nivcsw[i] = reap_rusage(pid).ru_nivcsw as u64;
+            }
+        }
+        unsafe { std::ptr::write_volatile(&mut board.done, 1) };
+        // Asleep until the test has read the agent.
+        gate.pass();
+    });
+    let mut cadence = Cadence::new();
+    let started = Instant::now();
+    while unsafe { std::ptr::read_volatile(&board.get().done) } == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the children did not finish"
+        );
+        cadence.tick(&mut agent);
+    }
+    common::wait_asleep(&[forker]);
+    // Exit grace periods pass.
+    std::thread::sleep(Duration::from_secs(1));
+    agent.refresh();
+    agent.refresh();
+
+    let groups = all_groups(&agent);
+    let mine = agent
+        .process_counters(forker)
+        .expect("the forking process is traced and alive");
+    let agent_wait = run_queue_ns(&groups) - run_queue_ns(&mine);
+    let agent_invol =
+        groups.v[counter::INVOLUNTARY_SWITCHES] - mine.v[counter::INVOLUNTARY_SWITCHES];
+    let missed = common::missed_switch_outs(&agent);
+    let board_ref = board.get();
+    let own_wait: u64 = board_ref.own_delay.iter().sum();
+    let final_wait: u64 = board_ref.final_delay.iter().sum();
+    let own_invol: u64 = board_ref.own_nivcsw.iter().sum();
+    let final_invol: u64 = board_ref.final_nivcsw.iter().sum();
+    eprintln!(
+        "{SHORT_CHILDREN} short-lived children: run-queue time: agent {:.3} s; the children's own schedstat just before exit {:.3} s, their zombies' {:.3} s; involuntary switches: agent {agent_invol}, the children's own count {own_invol}, wait4 {final_invol}; {missed} switch-outs reported missed",
+        agent_wait as f64 / 1e9,
+        own_wait as f64 / 1e9,
+        final_wait as f64 / 1e9,
+    );
+    gate.release(1);
+    reap(&[forker]);
+    gate.close();
+
+    // The workload did what it is for: children waited for a CPU.
+    assert!(
+        own_wait > 500_000_000 && own_invol > SHORT_CHILDREN as u64,
+        "little contention ({own_wait} ns, {own_invol} involuntary switches): no test"
+    );
+    // Every wait up to a child's last read of its schedstat ends before a
+    // switch-out or the exit that follows, so the agent must count at least
+    // that (3%: the tolerance of the other run-queue checks). It cannot count
+    // more than the kernel did over the children's whole lives, the zombie's
+    // figure (3% again: waits of tasks preempted while going to sleep are
+    // timed by the clock, not in schedstat).
+    assert!(
+        agent_wait as f64 >= own_wait as f64 * 0.97,
+        "the agent counted {agent_wait} ns of run-queue time, the children's own schedstat says {own_wait} ns before they exited: the waits before their last runs were lost"
+    );
+    assert!(
+        agent_wait as f64 <= final_wait as f64 * 1.03,
+        "the agent counted {agent_wait} ns of run-queue time, more than the kernel's {final_wait} ns for the children's whole lives"
+    );
+    // Involuntary switches: at least those before each child's last read
+    // (less switch-outs the agent reported missed), at most the kernel's
+    // count for the whole life (switches in the exit path may or may not be
+    // counted).
+    assert!(
+        agent_invol + missed >= own_invol && agent_invol <= final_invol,
+        "involuntary switches: agent {agent_invol}, the children's own count before exit {own_invol}, wait4 {final_invol} ({missed} switch-outs reported missed)"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// B and C. Connection churn against a real PostgreSQL.
+
+const TRACED: &[&str] = &["postgres", "postmaster"];
+
+/// `pgpreempt run` (the daemon): per-process counters off. Three minutes:
+/// long enough that the ~100 stale task entries a second seen before the fix
+/// would be far past any bound, and, at four minutes, fill the task map.
+const DAEMON_CHURN_SECS: u64 = 180;
+/// A trace session (per-process counters, departed processes kept): a
+/// minute of churn makes tens of thousands of short-lived processes, more
+/// than the process map holds.
+const TRACE_CHURN_SECS: u64 = 60;
+/// How often the maps are checked during the churn.
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Map entries allowed beyond the live traced tasks while connections churn:
+/// the map and /proc are read one after the other, and meanwhile pgbench's 4
+/// clients open and close connections (a backend lives a few ms), so a
+/// handful of tasks may have come or gone between the two reads; 64 is ten
+/// times that, and two orders of magnitude below what a leak of stale
+/// entries reaches within the first 10 s.
+const CHURN_SLACK: u64 = 64;
+/// Map entries allowed beyond the live traced tasks once the churn is over:
+/// nothing of pgbench is left, but the cluster's own processes (an
+/// autovacuum worker, a parallel worker) and other clusters on this host
+/// may start or end between the two reads.
+const SETTLED_SLACK: u64 = 16;
+
+/// The maps' sizes against the live traced tasks: `threads` and
+/// `processes` are the larger of two /proc counts taken around the map read.
+struct Sizes {
+    maps: pgpreempt::agent::MapEntries,
+    live: common::LiveTasks,
+}
+
+fn sizes(agent: &Agent) -> Sizes {
+    let a = common::live_tasks(TRACED);
+    let maps = agent.map_entries();
+    let b = common::live_tasks(TRACED);
+    Sizes {
+        maps,
+        live: common::LiveTasks {
+            processes: a.processes.max(b.processes),
+            threads: a.threads.max(b.threads),
+        },
+    }
+}
+
+impl std::fmt::Display for Sizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TASKS {} (live traced threads {}), PROC_INFO {} and PROC_STATS {} (live traced processes {}), SEEDS {}",
+            self.maps.tasks,
+            self.live.threads,
+            self.maps.proc_info,
+            self.maps.proc_stats,
+            self.live.processes,
+            self.maps.seeds
+        )
+    }
+}
+
+fn assert_no_full_maps(agent: &Agent, when: &str) {
+    let d = agent.diag();
+    assert_eq!(
+        d[diag::TASK_MAP_FULL],
+        0,
+        "{when}: the task map was full ({} inserts failed)",
+        d[diag::TASK_MAP_FULL]
+    );
+    assert_eq!(
+        d[diag::PROC_MAP_FULL],
+        0,
+        "{when}: the process map was full ({} processes counted in their group only)",
+        d[diag::PROC_MAP_FULL]
+    );
+}
+
+/// Runs `pgbench -C` (a new connection, so a new backend, per transaction)
+/// for `secs`, polling the agent like the daemon and calling `check` every
+/// [`CHECK_EVERY`]. Returns the transactions pgbench reports, one per
+/// connection.
+fn churn(
+    agent: &mut Agent,
+    cadence: &mut Cadence,
+    pg: &Cluster,
+    secs: u64,
+    mut check: impl FnMut(&Agent, Duration),
+) -> u64 {
+    let mut bench = pg
+        .pgbench()
+        .args([
+            "-C",
+            "-S",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "postgres",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut next = CHECK_EVERY;
+    let status = loop {
+        if let Some(st) = bench.try_wait().unwrap() {
+            break st;
+        }
+        cadence.tick(agent);
+        if started.elapsed() >= next {
+            check(agent, started.elapsed());
+            next += CHECK_EVERY;
+        }
+    };
+    let mut out = String::new();
+    bench
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "pgbench failed:\n{out}");
+    let key = "number of transactions actually processed:";
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .and_then(|v| v.trim().split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in pgbench's output:\n{out}"))
+}
+
+/// Polls the agent for up to 2 s after the churn until `ok` holds of the
+/// maps' sizes; returns the last sizes either way.
+fn settle(agent: &mut Agent, cadence: &mut Cadence, ok: impl Fn(&Sizes) -> bool) -> Sizes {
+    let started = Instant::now();
+    loop {
+        let s = sizes(agent);
+        if ok(&s) || started.elapsed() >= Duration::from_secs(2) {
+            return s;
+        }
+        cadence.tick(agent);
+    }
+}
+
+/// The daemon under connection churn: every exited backend's task and
+/// process entries must go. Before the fix, switch-outs in the exit path
+/// after sched_process_exit re-created task entries that nothing freed: the
+/// map grew by about 100 a second and filled after 4-5 minutes.
+#[test]
+fn churn_leaves_no_task_or_process_entries_behind() {
+    common::require_root();
+    let pg = Cluster::start(&[]);
+    pg.init_pgbench(1);
+    // What `pgpreempt run` loads: groups only.
+    let mut agent = Agent::start(&Config {
+        per_process: false,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let mut cadence = Cadence::new();
+    let transactions = churn(
+        &mut agent,
+        &mut cadence,
+        &pg,
+        DAEMON_CHURN_SECS,
+        |agent, at| {
+            let s = sizes(agent);
+            eprintln!("{:>4} s: {s}", at.as_secs());
+            let when = format!("after {} s of connection churn", at.as_secs());
+            assert_no_full_maps(agent, &when);
+            assert!(
+                s.maps.tasks <= s.live.threads + CHURN_SLACK,
+                "{when}: {s}: task entries left behind by exited tasks"
+            );
+        },
+    );
+    let s = settle(&mut agent, &mut cadence, |s| {
+        s.maps.tasks <= s.live.threads + SETTLED_SLACK
+            && s.maps.proc_info <= s.live.processes + SETTLED_SLACK
+    });
+    eprintln!("{transactions} connections; 2 s after the end: {s}");
+    assert!(
+        transactions > 1000,
+        "pgbench made only {transactions} connections: no churn"
+    );
+    assert_no_full_maps(&agent, "after the churn");
+    assert!(
+        s.maps.tasks <= s.live.threads + SETTLED_SLACK,
+        "2 s after the churn: {s}: task entries left behind"
+    );
+    assert!(
+        s.maps.proc_info <= s.live.processes + SETTLED_SLACK,
+        "2 s after the churn: {s}: process entries left behind"
+    );
+}
+
+/// A trace session under connection churn: per-process counters of every
+/// exited process must go (before the fix those of processes that exited
+/// before the agent classified them stayed for good, and filled the map),
+/// and the session must report every connection.
+#[test]
+fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
+    common::require_root();
+    let pg = Cluster::start(&[]);
+    pg.init_pgbench(1);
+    let cluster = pg.data().canonicalize().unwrap().display().to_string();
+    // What `pgpreempt trace` loads (trace::run): per process, departed kept.
+    let mut agent = Agent::start(&Config {
+        per_process: true,
+        keep_departed: true,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let mut cadence = Cadence::new();
+    let transactions = churn(
+        &mut agent,
+        &mut cadence,
+        &pg,
+        TRACE_CHURN_SECS,
+        |agent, at| {
+            let s = sizes(agent);
+            eprintln!("{:>4} s: {s}", at.as_secs());
+            let when = format!("after {} s of connection churn", at.as_secs());
+            assert_no_full_maps(agent, &when);
+            assert!(
+                s.maps.tasks <= s.live.threads + CHURN_SLACK,
+                "{when}: {s}: task entries left behind by exited tasks"
+            );
+        },
+    );
+    let s = settle(&mut agent, &mut cadence, |s| {
+        s.maps.tasks <= s.live.threads + SETTLED_SLACK
+            && s.maps.proc_stats <= s.live.processes + SETTLED_SLACK
+    });
+    let is_client = |c: &pgpreempt::postgres::processes::Classified| {
+        c.cluster == cluster && c.backend_type == "client backend"
+    };
+    let departed = agent
+        .tracker
+        .departed
+        .iter()
+        .filter(|d| is_client(&d.class))
+        .count() as u64;
+    let live = agent
+        .tracker
+        .procs
+        .values()
+        .filter(|t| is_client(&t.class))
+        .count() as u64;
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!(
+        "{transactions} connections; client backends in the report: {departed} departed + {live} tracked; {lost} process events lost; 2 s after the end: {s}"
+    );
+    assert!(
+        transactions > 1000,
+        "pgbench made only {transactions} connections: no churn"
+    );
+    assert_no_full_maps(&agent, "after the churn");
+    assert!(
+        s.maps.proc_stats <= s.live.processes + SETTLED_SLACK,
+        "2 s after the churn: {s}: per-process counters left behind"
+    );
+    // Every transaction of `pgbench -C` had its own connection, so its own
+    // backend (pgbench also connects once to read the scale, and
+    // transactions cut short at the end are not in its count: there were
+    // more backends, never fewer). The only tolerance: processes whose
+    // birth or death notice the agent itself reported lost (ring full).
+    assert!(
+        departed + live + lost >= transactions,
+        "the session saw {} client backends ({departed} departed, {live} tracked, {lost} process events lost) for {transactions} connections",
+        departed + live
+    );
+}
+
+// ---------------------------------------------------------------------------
+// D. A pid used again.
+
+/// pid_max during the test: small enough that a few thousand forks wrap it.
+const PID_MAX: u32 = 8192;
+/// The first pid after a wrap (the kernel's RESERVED_PIDS).
+const FIRST_PID: u32 = 300;
+/// New processes started on reused pids, and the sleeps each makes.
+const REUSERS: usize = 48;
+const REUSER_SLEEPS: u64 = 20;
+
+/// Lowers /proc/sys/kernel/pid_max; the old value comes back on drop, also
+/// when the test panics.
+struct PidMax {
+    old: String,
+}
+
+impl PidMax {
+    fn lower_to(max: u32) -> PidMax {
+        let old = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap();
+        let old_max: u32 = old.trim().parse().unwrap();
+        if old_max > max {
+            std::fs::write("/proc/sys/kernel/pid_max", max.to_string()).unwrap();
+        }
+        PidMax { old }
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/pid_max", self.old.trim());
+    }
+}
+
+/// A child killed and reaped on drop, also when the test panics (a
+/// real-time ticker or an endless loop must not outlive it).
+struct Killed(u32);
+
+impl Killed {
+    /// For a child the test reaps itself once it has ended: after that its
+    /// pid may belong to someone else.
+    fn disarm(self) -> u32 {
+        let pid = self.0;
+        std::mem::forget(self);
+        pid
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        kill(self.0);
+        reap(&[self.0]);
+    }
+}
+
+#[repr(C)]
+struct ReuseBoard {
+    /// Bit p: pid p was a traced process or thread of the churn.
+    used: [AtomicU64; PID_MAX as usize / 64],
+    churned: AtomicU64,
+    /// The forker saw the pids wrap and waits for `go`.
+    wrapped: AtomicU32,
+    go: AtomicU32,
+    reusers: [AtomicU32; REUSERS],
+    /// Reusers done with their sleeps (then asleep at the gate).
+    ready: AtomicU32,
+}
+
+fn mark_used(board: &ReuseBoard, pid: u32) {
+    if let Some(w) = board.used.get(pid as usize / 64) {
+        w.fetch_or(1 << (pid % 64), Ordering::SeqCst);
+    }
+}
+
+fn was_used(board: &ReuseBoard, pid: u32) -> bool {
+    board
+        .used
+        .get(pid as usize / 64)
+        .is_some_and(|w| w.load(Ordering::SeqCst) & (1 << (pid % 64)) != 0)
+}
+
+/// The stack of a churn child's second thread (each forked child has its
+/// own copy).
+static mut THREAD_STACK: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// A churn child's second thread: sleeps (a traced switch-out), then exits
+/// last, so its exit tears down the address space (a long exit path).
+extern "C" fn churn_thread(_: *mut c_void) -> c_int {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000,
+    };
+    unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<c_void>()) };
+    0
+}
+
+/// A churn child: a process and a second thread, both traced, both switch
+/// out, and both exit within a millisecond (the agent never classifies it).
+fn churn_child(board: &ReuseBoard) {
+    mark_used(board, unsafe { libc::getpid() } as u32);
+    let top = unsafe {
+        std::ptr::addr_of_mut!(THREAD_STACK)
+            .cast::<u8>()
+            .add(64 * 1024)
+    };
+    let tid = unsafe {
+        libc::clone(
+            churn_thread,
+            top as *mut c_void,
+            libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM,
+            std::ptr::null_mut(),
+        )
+    };
+    if tid > 0 {
+        mark_used(board, tid as u32);
+    }
+    sleep_ns(10_000);
+    // The main thread exits alone (not the group): the thread is the last.
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
+}
+
+/// Traced processes and threads come and go until their pids wrap; then new
+/// traced processes land on pids the churn used. Each must start from
+/// nothing: announced to the agent, and its per-process counters exactly the
+/// kernel's (read while it sleeps). Before the fix a reused pid could find
+/// the task state an exit-path switch-out of the old owner re-created (its
+/// tgid, its "announced" flag, its run counts) or the per-process counters
+/// of an old owner the agent never classified.
+#[test]
+fn a_reused_pid_carries_nothing_from_its_previous_owner() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-reuse");
+    let mut cadence = Cadence::new();
+    let board: Shared<ReuseBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+
+    let _pid_max = PidMax::lower_to(PID_MAX);
+    // The churn starts at the bottom of the range, so that it covers it all
+    // before it wraps.
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (FIRST_PID - 1).to_string())
+        .expect("writing ns_last_pid");
+    // A real-time task on the churn's CPU wakes every 30 us: an exiting task
+    // that has it waiting is switched out in its exit path (cond_resched),
+    // after sched_process_exit: the switch-outs that left stale entries.
+    let ticker = Killed(fork_child(|| {
+        set_comm(b"pgpt-ticker");
+        pin_to_cpu(0);
+        set_fifo(1);
+        loop {
+            sleep_ns(30_000);
+        }
+    }));
+    let forker = Killed(fork_child(move || {
+        unsafe { libc::close(gate.w) };
+        set_comm(b"pgpt-reuse");
+        pin_to_cpu(0);
+        let board = unsafe { &*(b as *const ReuseBoard) };
+        let mut last = 0;
+        'churn: loop {
+            let mut kids = [0u32; 8];
+            for k in kids.iter_mut() {
+                *k = fork_child(move || churn_child(unsafe { &*(b as *const ReuseBoard) }));
+            }
+            reap(&kids);
+            board.churned.fetch_add(kids.len() as u64, Ordering::SeqCst);
+            for &k in &kids {
+                if k < last {
+                    break 'churn;
+                }
+                last = k;
+            }
+        }
+        board.wrapped.store(1, Ordering::SeqCst);
+        while board.go.load(Ordering::SeqCst) == 0 {
+            sleep_ns(1_000_000);
+        }
+        for i in 0..REUSERS {
+            let pid = fork_child(move || {
+                let board = unsafe { &*(b as *const ReuseBoard) };
+                for _ in 0..REUSER_SLEEPS {
+                    sleep_ns(100_000);
+                }
+                board.ready.fetch_add(1, Ordering::SeqCst);
+                gate.pass();
+            });
+            board.reusers[i].store(pid, Ordering::SeqCst);
+        }
+        gate.pass();
+        let pids: Vec<u32> = board
+            .reusers
+            .iter()
+            .map(|p| p.load(Ordering::SeqCst))
+            .collect();
+        reap(&pids);
+    }));
+    let board = board.get();
+    let started = Instant::now();
+    while board.wrapped.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "pids did not wrap after {} churned children",
+            board.churned.load(Ordering::SeqCst)
+        );
+        cadence.tick(&mut agent);
+    }
+    drop(ticker);
+    let churn_secs = started.elapsed().as_secs_f64();
+    // The exits of the churn pass their grace period, so that what is left
+    // now is what nothing will free.
+    for _ in 0..15 {
+        cadence.tick(&mut agent);
+    }
+    let left = sizes_of(&agent, "pgpt-reuse");
+    eprintln!(
+        "churn: {} processes with a second thread in {churn_secs:.1} s, pids wrapped; left behind: {left}",
+        board.churned.load(Ordering::SeqCst)
+    );
+
+    // New processes on the churn's pids, each asleep at the gate when read.
+    let missed_before = common::missed_switch_outs(&agent);
+    board.go.store(1, Ordering::SeqCst);
+    let started = Instant::now();
+    while board.ready.load(Ordering::SeqCst) < REUSERS as u32 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the new processes did not finish their sleeps"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pids: Vec<u32> = board
+        .reusers
+        .iter()
+        .map(|p| p.load(Ordering::SeqCst))
+        .collect();
+    common::wait_asleep(&pids);
+    // Only `poll`: the /proc sweep of `refresh` would find a process the
+    // kernel never announced.
+    for _ in 0..5 {
+        agent.poll();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let missed = common::missed_switch_outs(&agent) - missed_before;
+    let mut reused = 0;
+    let mut wrong = Vec::new();
+    for &pid in &pids {
+        if !was_used(board, pid) {
+            continue;
+        }
+        reused += 1;
+        let k = common::truth(pid);
+        let announced = agent
+            .tracker
+            .procs
+            .get(&pid)
+            .is_some_and(|t| t.exited_at.is_none());
+        let Some(c) = agent.process_counters(pid) else {
+            wrong.push(format!(
+                "pid {pid}: no per-process counters (announced: {announced})"
+            ));
+            continue;
+        };
+        let (vol, invol) = (
+            c.v[counter::VOLUNTARY_SWITCHES],
+            c.v[counter::INVOLUNTARY_SWITCHES],
+        );
+        let exact = |got: u64, want: u64| got <= want && want - got <= missed;
+        if !announced || !exact(vol, k.voluntary) || !exact(invol, k.nonvoluntary) {
+            wrong.push(format!(
+                "pid {pid}: announced {announced}; voluntary switches agent {vol}, kernel {}; involuntary agent {invol}, kernel {}; run-queue ns agent {}, kernel {}",
+                k.voluntary,
+                k.nonvoluntary,
+                run_queue_ns(&c),
+                k.run_delay_ns
+            ));
+        }
+    }
+    gate.release(REUSERS + 1);
+    reap(&[forker.disarm()]);
+    gate.close();
+    eprintln!(
+        "{reused} of {REUSERS} new processes on pids the churn used; {} wrong ({missed} switch-outs reported missed)",
+        wrong.len()
+    );
+    assert!(
+        reused >= REUSERS / 2,
+        "only {reused} of {REUSERS} new processes landed on pids the churn used: no test"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} of {reused} processes on reused pids carry something of the pid's previous owner:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// The maps' sizes against the live tasks named `comm`.
+fn sizes_of(agent: &Agent, comm: &str) -> Sizes {
+    Sizes {
+        maps: agent.map_entries(),
+        live: common::live_tasks(&[comm]),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// E. The start of a futex wait, read from another CPU.
+
+/// How long the ping-pong runs.
+const PINGPONG_SECS: u64 = 12;
+/// CPU the waiter burns between two waits.
+const WAITER_RUN_NS: u64 = 3_000_000;
+
+#[repr(C)]
+struct PingBoard {
+    word: u32,
+    /// The round the waiter is about to wait in, plus one.
+    armed: u32,
+    stop: u32,
+    done: u32,
+    /// What the waiter saw: time inside its futex_wait calls, the calls,
+    /// and the rounds.
+    wait_ns: u64,
+    calls: u64,
+    rounds: u64,
+}
+
+/// A waiter blocks on a shared futex; its peer, a traced waker that a CPU hog
+/// keeps preempting, wakes it as soon as it sees the waiter arm, after a delay
+/// that sweeps a few microseconds (so that some wakes land while the waiter
+/// is still switching out). The waiter delay the agent charges (time the
+/// waiter's wait overlapped the waker's preemptions) can never exceed the
+/// time the waiter spent inside its futex calls, by its own clock. Before
+/// the fix the wait's kind was published before its start time, so a wake
+/// racing the waiter's switch-out could use the previous wait's start and
+/// charge the waker's preemptions since then again. (On x86 the window is
+/// one clock read, so this seldom shows; it guards against that order.)
+#[test]
+fn waiter_delay_never_exceeds_the_time_waited() {
+    common::require_root();
+    let mut agent = common::agent_for("pgpt-pingpong");
+    let board: Shared<PingBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let waiter = Killed(fork_child(move || {
+        unsafe { libc::close(gate.w) };
+        set_comm(b"pgpt-pingpong");
+        pin_to_cpu(1);
+        if !gate.pass() {
+            return;
+        }
+        let board = unsafe { &mut *(b as *mut PingBoard) };
+        let mut round = 0u32;
+        while unsafe { std::ptr::read_volatile(&board.stop) } == 0 {
+            burn_cpu(WAITER_RUN_NS);
+            unsafe { std::ptr::write_volatile(&mut board.armed, round + 1) };
+            loop {
+                let t0 = now_ns();
+                futex_wait(&mut board.word, round);
+                let t1 = now_ns();
+                board.wait_ns += t1 - t0;
+                board.calls += 1;
+                if unsafe { std::ptr::read_volatile(&board.word) } != round {
+                    break;
+                }
+            }
+            round += 1;
+            board.rounds += 1;
+        }
+        unsafe { std::ptr::write_volatile(&mut board.done, 1) };
+    }));
+    let waker = Killed(fork_child(move || {
+        unsafe { libc::close(gate.w) };
+        set_comm(b"pgpt-pingpong");
+        pin_to_cpu(0);
+        if !gate.pass() {
+            return;
+        }
+        let board = unsafe { &mut *(b as *mut PingBoard) };
+        let mut round = 0u32;
+        loop {
+            loop {
+                if unsafe { std::ptr::read_volatile(&board.armed) } == round + 1 {
+                    break;
+                }
+                if unsafe { std::ptr::read_volatile(&board.done) } != 0 {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            // 0 to 3.2 us, a different step each round.
+            spin_for(((round as u64).wrapping_mul(2_654_435_761) >> 7) % 64 * 50);
+            unsafe { std::ptr::write_volatile(&mut board.word, round + 1) };
+            futex_wake(&mut board.word, 1);
+            round += 1;
+        }
+    }));
+    let hog = Killed(fork_child(|| {
+        set_comm(b"pgpt-hog");
+        pin_to_cpu(0);
+        loop {
+            std::hint::spin_loop();
+        }
+    }));
+    common::wait_asleep(&[waiter.0, waker.0]);
+    // Both are classified (one cluster: a wake is only charged within one).
+    agent.refresh();
+    gate.release(2);
+    let mut cadence = Cadence::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(PINGPONG_SECS) {
+        cadence.tick(&mut agent);
+    }
+    unsafe { std::ptr::write_volatile(&mut board.get().stop, 1) };
+    let (waiter, waker) = (waiter.disarm(), waker.disarm());
+    reap(&[waiter, waker]);
+    drop(hog);
+    gate.close();
+    agent.refresh();
+    let board = board.get();
+    let w = agent.process_counters(waiter).expect("waiter counted");
+    let h = agent.process_counters(waker).expect("waker counted");
+    let delay = w.v[counter::WAITER_DELAY_NS];
+    eprintln!(
+        "waiter: {} rounds, {} futex calls, {:.3} s inside them by its clock; agent: {} waits, {:.3} s waited, waiter delay {:.3} s; waker: {} wakes, {} holder preemptions ({:.3} s)",
+        board.rounds,
+        board.calls,
+        board.wait_ns as f64 / 1e9,
+        w.v[counter::FUTEX_WAITS],
+        w.v[counter::FUTEX_WAIT_NS] as f64 / 1e9,
+        delay as f64 / 1e9,
+        h.v[counter::FUTEX_WAKES],
+        h.v[counter::HOLDER_PREEMPTIONS],
+        h.v[counter::HOLDER_PREEMPTED_NS] as f64 / 1e9,
+    );
+    // The hog did hold up the waker while the waiter waited.
+    assert!(
+        delay > 0 && board.rounds > 100,
+        "no waiter delay in {} rounds: no test",
+        board.rounds
+    );
+    // A wait as the agent times it lies inside the waiter's call (the same
+    // clock, CLOCK_MONOTONIC), and a holder's preemptions do not overlap
+    // each other, so the sum of overlaps is at most the time waited. 100 us
+    // in all for rounding: nothing should need it.
+    assert!(
+        delay <= board.wait_ns + 100_000,
+        "the agent charged {delay} ns of waiter delay for {} ns spent waiting: a wait's start was read stale",
+        board.wait_ns
+    );
+}
+
+// ---------------------------------------------------------------------------
+// F. Spinlock counts under preemption.
+
+const SPINNERS: usize = 4;
+const SPIN_CALLS: u64 = 100_000;
+
+/// Several processes pinned to one CPU call `s_lock` in a tight loop (no
+/// spin time), preempting each other; every call must be counted, in each
+/// process, in their group and in the site's histogram. The uprobe programs
+/// add to per-CPU values without atomics: on a preemptible kernel one can be
+/// preempted mid-add by another process's program on the same CPU, and an
+/// add is lost. On this PREEMPT_NONE VM a program is never preempted, so the
+/// race cannot occur here; the test guards preemptible kernels.
+#[test]
+fn spin_counts_are_exact_under_preemption() {
+    common::require_root();
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-spinner".into()],
+        keep_departed: true,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    let (gate, done) = (Gate::new(), Gate::new());
+    let kids: Vec<u32> = (0..SPINNERS)
+        .map(|_| {
+            fork_child(move || {
+                unsafe {
+                    libc::close(gate.w);
+                    libc::close(done.r);
+                }
+                set_comm(b"pgpt-spinner");
+                pin_to_cpu(cpu);
+                if !gate.pass() {
+                    return;
+                }
+                for _ in 0..SPIN_CALLS {
+                    let mut d = 0u64;
+                    unsafe {
+                        s_lock(
+                            &mut d,
+                            c"s_lock.c".as_ptr(),
+                            1,
+                            c"StrategyGetBuffer".as_ptr(),
+                        )
+                    };
+                }
+                // Alive until the agent has read the site's name.
+                unsafe { libc::write(done.w, b"x".as_ptr() as *const c_void, 1) };
+                gate.pass();
+            })
+        })
+        .collect();
+    // Seen before they call s_lock: the agent probes this binary first.
+    common::wait_asleep(&kids);
+    agent.refresh();
+    gate.release(SPINNERS);
+    for _ in 0..SPINNERS {
+        let mut b = 0u8;
+        assert_eq!(
+            unsafe { libc::read(done.r, &mut b as *mut u8 as *mut c_void, 1) },
+            1
+        );
+    }
+    agent.refresh();
+    let sites = agent.spin_sites();
+    gate.release(SPINNERS);
+    let nivcsw: u64 = kids.iter().map(|&k| reap_rusage(k).ru_nivcsw as u64).sum();
+    gate.close();
+    done.close();
+    agent.refresh();
+
+    let total = SPIN_CALLS * SPINNERS as u64;
+    let groups = all_groups(&agent);
+    let site = sites.iter().find(|s| s.site == "StrategyGetBuffer");
+    let site_count = site.map_or(0, |s| s.hist.buckets.iter().sum::<u64>());
+    let site_delays = site.map_or(0, |s| s.delays);
+    eprintln!(
+        "{SPINNERS} spinners x {SPIN_CALLS} calls on CPU {cpu}, {nivcsw} involuntary switches: group spins {}, delays {}; site count {site_count}, delays {site_delays}",
+        groups.v[counter::SPINS],
+        groups.v[counter::SPIN_DELAYS]
+    );
+    assert!(
+        nivcsw >= SPINNERS as u64,
+        "the spinners hardly preempted each other ({nivcsw} involuntary switches): no test"
+    );
+    for &k in &kids {
+        let c = agent.process_counters(k).expect("spinner counted");
+        assert_eq!(c.v[counter::SPINS], SPIN_CALLS, "spinner {k}: spins");
+        assert_eq!(c.v[counter::SPIN_DELAYS], SPIN_CALLS, "spinner {k}: sleeps");
+    }
+    assert_eq!(groups.v[counter::SPINS], total, "spins in the group");
+    assert_eq!(groups.v[counter::SPIN_DELAYS], total, "sleeps in the group");
+    assert!(site.is_some(), "site StrategyGetBuffer missing: {sites:?}");
+    assert_eq!(site_count, total, "the site's histogram count");
+    assert_eq!(site_delays, total, "the site's sleeps");
+}
