@@ -125,7 +125,9 @@ pub struct TaskLayout {
     pub run_delay: u32,
     /// `sched_info.pcount` (unsigned long): how many times it has run.
     pub pcount: u32,
-    pub _pad: u32,
+    /// `start_time` (u64, ns since boot): with the task's address, who the
+    /// task is (a tid and a freed task_struct are both reused).
+    pub start_time: u32,
 }
 
 /// What the tracefs `format` files say about this kernel's tracepoints.

@@ -13,7 +13,7 @@ use agent_common::{
     stats::{counter, diag, hist_kind, Counters, GroupStats},
 };
 
-use crate::maps::{bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS};
+use crate::maps::{atomic_add, bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS};
 
 /// Where one task's events are counted: its process and its group.
 /// Nullable raw pointers rather than `Option`s: the `None` path of an
@@ -21,20 +21,6 @@ use crate::maps::{bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS};
 pub struct Sink {
     proc: *mut Counters,
     group: *mut GroupStats,
-}
-
-/// Adds `v` to `*p` in one atomic instruction (BPF's atomic add, which
-/// returns nothing; `core`'s atomics are not offered for this target).
-#[inline(always)]
-pub fn atomic_add(p: *mut u64, v: u64) {
-    unsafe {
-        core::arch::asm!(
-            "lock *(u64 *)({p} + 0) += {v}",
-            p = in(reg) p,
-            v = in(reg) v,
-            options(nostack, preserves_flags),
-        )
-    };
 }
 
 impl Sink {

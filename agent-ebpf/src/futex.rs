@@ -7,6 +7,8 @@
 //! wait; its next switch-in ends it. The task that wakes it (sched_waking
 //! runs in the waker) while itself in a futex wake is the one it waited
 //! for: the lock-holder attribution runs there.
+use core::sync::atomic::{compiler_fence, Ordering};
+
 use agent_common::{
     futex::{classify, SyscallLayout, CALL_WAIT, CALL_WAKE},
     stats::counter,
@@ -51,6 +53,8 @@ pub fn blocking(prev: KernelTask, ts: &mut TaskState, state: u64, now: impl FnOn
     } else {
         0
     };
+    // The labels a waker reads (cluster, group) are written before.
+    compiler_fence(Ordering::Release);
     unsafe { core::ptr::write_volatile(&mut ts.futex_start_ns, start) };
 }
 
@@ -81,6 +85,7 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
     if wait_start == 0 {
         return 0;
     }
+    compiler_fence(Ordering::Acquire);
     let Some(h) = task(waker) else { return 0 };
     // Futex words are only shared within a cluster (its shared memory).
     if h.cluster != w.cluster || h.tgid == 0 {
@@ -88,8 +93,13 @@ pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
     }
     Sink::of(h).add(counter::FUTEX_WAKES, 1);
     // The waker is running: its run-queue time already holds the wait
-    // before this run, the length of its open interval.
-    let h_waited = waker.run_delay().saturating_sub(h.run_delay_seen);
+    // before this run, the length of its open interval (if it ran once
+    // since its last switch-out: else the growth holds several waits).
+    let h_waited = if waker.pcount().wrapping_sub(h.pcount_seen) == 1 {
+        waker.run_delay().saturating_sub(h.run_delay_seen)
+    } else {
+        0
+    };
     attribute_wait(w, wait_start, h, unsafe { bpf_ktime_get_ns() }, h_waited);
     0
 }

@@ -36,9 +36,11 @@ pub const QUEUED: u32 = 8;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskState {
-    /// The kernel's `struct task_struct` this entry belongs to: a tid reused
-    /// by a new task finds a different pointer and starts afresh.
+    /// The task this entry belongs to: its `task_struct` address and start
+    /// time. A tid reused by a new task (whose task_struct may even sit at
+    /// the freed one's address) finds a mismatch and starts afresh.
     pub task: u64,
+    pub start_time: u64,
     /// 0 until the task has been seen running (then it is known).
     pub tgid: u32,
     pub flags: u32,
@@ -71,7 +73,9 @@ pub struct TaskState {
     pub hist_end: [u64; HOLDER_HISTORY],
     /// Bit i: interval i was already counted as a lock-holder preemption.
     pub hist_counted: u32,
-    pub _pad2: u32,
+    /// The cluster of the spin site entered (`s_lock`), so that the return
+    /// finds the same site whatever the agent relabelled meanwhile.
+    pub spin_cluster: u32,
     /// End of the newest interval pushed out of the ring.
     pub evicted_end_ns: u64,
     /// When the task entered `s_lock` (0: not spinning), and the call site.
@@ -81,6 +85,7 @@ pub struct TaskState {
 
 pub const EMPTY: TaskState = TaskState {
     task: 0,
+    start_time: 0,
     tgid: 0,
     flags: 0,
     group: 0,
@@ -95,7 +100,7 @@ pub const EMPTY: TaskState = TaskState {
     hist_start: [0; HOLDER_HISTORY],
     hist_end: [0; HOLDER_HISTORY],
     hist_counted: 0,
-    _pad2: 0,
+    spin_cluster: 0,
     evicted_end_ns: 0,
     spin_start_ns: 0,
     spin_site: 0,
@@ -126,7 +131,7 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     comm: 0,
     run_delay: 0,
     pcount: 0,
-    _pad: 0,
+    start_time: 0,
 });
 
 /// Which `comm`s are traced.
@@ -150,6 +155,11 @@ pub static PER_PROCESS: Global<u32> = Global::new(0);
 /// Size set by the agent.
 #[map]
 pub static TASKS: LruHashMap<u32, TaskState> = LruHashMap::with_max_entries(32768, 0);
+
+/// The state of a task whose first traced switch-out is its last
+/// (`TASK_DEAD`): counted from here, never inserted into `TASKS`.
+#[map]
+pub static EXIT_SCRATCH: PerCpuArray<TaskState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Threads' run-queue time when the agent started, keyed by tid: read once,
 /// at a thread's first switch-out, then removed. LRU: a thread that never
@@ -241,6 +251,23 @@ pub fn bump_diag(idx: usize) {
 #[inline(always)]
 pub fn add_diag(idx: usize, n: u64) {
     if let Some(c) = DIAG.get_ptr_mut(idx as u32) {
-        unsafe { *c += n };
+        // Atomic: the uprobes count here too, and they can be preempted.
+        atomic_add(c, n);
     }
+}
+
+/// Adds `v` to `*p` in one atomic instruction (BPF's atomic add, which
+/// returns nothing; `core`'s atomics are not offered for this target). A
+/// program that can be preempted (a uprobe on a full or lazy kernel) adds to
+/// shared per-CPU values with it: nothing on the CPU can split it.
+#[inline(always)]
+pub fn atomic_add(p: *mut u64, v: u64) {
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack, preserves_flags),
+        )
+    };
 }

@@ -20,8 +20,8 @@ use crate::{
     account::Sink,
     futex,
     lock_holder::{close_open_interval, remember_preemption},
-    maps::{add_diag, bump_diag, TaskState, QUEUED, SEEDS, SLEPT, TASKS},
-    task::{resolve_current, task, task_or_create, KernelTask},
+    maps::{add_diag, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, QUEUED, SEEDS, SLEPT, TASKS},
+    task::{own_state, resolve_current, task, task_or_create, KernelTask},
 };
 
 /// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.
@@ -35,12 +35,13 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     // costs more than the rest of the untraced path (see README).
     let mut clock = Clock(0);
     let prev = KernelTask::arg(&ctx, 1);
+    let state = ctx.arg::<u64>(3) & 0xffff_ffff;
     if prev.comm_traced() {
-        switch_out(&ctx, prev, &mut clock);
-    } else if ctx.arg::<u64>(3) & TASK_DEAD != 0 {
+        switch_out(&ctx, prev, state, &mut clock);
+    } else if state & TASK_DEAD != 0 {
         // A task that was traced and took another name (exec, prctl) still
-        // has its entry: freed here too (one lookup per exit of any task).
-        let _ = TASKS.remove(prev.pid());
+        // has its state: freed at its end too (a lookup per exit of any task).
+        forget(prev);
     }
     let next = KernelTask::arg(&ctx, 2);
     if next.comm_traced() {
@@ -63,19 +64,60 @@ impl Clock {
 }
 
 #[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, clock: &mut Clock) {
-    let state = ctx.arg::<u64>(3) & 0xffff_ffff;
+fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, clock: &mut Clock) {
+    if state & TASK_DEAD != 0 {
+        final_switch_out(ctx, prev, state, clock);
+        return;
+    }
     let Some(ts) = task_or_create(ctx, prev) else {
         return;
     };
     if resolve_current(ctx, ts) {
         account_switch_out(ctx, prev, ts, state, clock);
     }
-    if state & TASK_DEAD != 0 {
-        // Its final switch: the task never runs again, and its tid may be
-        // reused. The one place a task's entry is freed.
-        let _ = TASKS.remove(prev.pid());
+}
+
+/// The task's last switch: counts the wait before its last run and frees
+/// its state. A task seen for the first time here is counted from a
+/// per-CPU scratch state, never inserted: its tid may already be another
+/// task's (a thread that reaps itself frees its tid before this switch),
+/// and under map pressure an insert would evict a live task's state.
+#[inline(always)]
+fn final_switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, clock: &mut Clock) {
+    let own = own_state(prev);
+    let found = own.is_some();
+    let ts = match own {
+        Some(ts) => ts,
+        None => {
+            let Some(ts) = EXIT_SCRATCH.get_ptr_mut(0) else {
+                return;
+            };
+            let ts = unsafe { &mut *ts };
+            *ts = EMPTY;
+            ts.task = prev.addr();
+            ts.start_time = prev.start_time();
+            ts
+        }
+    };
+    if resolve_current(ctx, ts) {
+        account_switch_out(ctx, prev, ts, state, clock);
     }
+    if found {
+        forget(prev);
+    } else {
+        let _ = SEEDS.remove(prev.pid());
+    }
+}
+
+/// Frees a task's state and its start-up seed at its end: the only place
+/// an entry is freed (the LRU evicts only if the map overflows).
+#[inline(always)]
+fn forget(prev: KernelTask) {
+    let tid = prev.pid();
+    if own_state(prev).is_some() {
+        let _ = TASKS.remove(tid);
+    }
+    let _ = SEEDS.remove(tid);
 }
 
 #[inline(always)]
@@ -91,12 +133,14 @@ fn account_switch_out(
     let run_delay = prev.run_delay();
     let pcount = prev.pcount();
     let waited = run_delay.saturating_sub(ts.run_delay_seen);
-    catch_up_missed_switch_in(ts, waited, clock);
-    close_open_interval(ts, waited);
+    // One run since the last switch-out; more means switch-outs this
+    // program did not see (each run follows one), and `waited` holds
+    // several waits: an open interval then gets no length of its own.
+    let runs = pcount.wrapping_sub(ts.pcount_seen);
+    let one_wait = if runs == 1 { waited } else { 0 };
+    catch_up_missed_switch_in(ts, one_wait, clock);
+    close_open_interval(ts, one_wait);
     if ts.pcount_seen != 0 {
-        // One run since the last switch-out; more means switch-outs this
-        // program did not see (each run follows one).
-        let runs = pcount.wrapping_sub(ts.pcount_seen);
         if runs > 1 && runs < 1 << 20 {
             add_diag(diag::SWITCH_OUT_MISSED, runs - 1);
         }
@@ -112,7 +156,9 @@ fn account_switch_out(
     ts.pcount_seen = pcount;
     ts.flags &= !(SLEPT | QUEUED);
     if state & TASK_DEAD != 0 {
-        // Not a switch the kernel counts for the task (it is gone).
+        // The kernel counts this switch in the task's nvcsw, but nobody can
+        // read that count any more (wait4 may reap the task before it), and
+        // it ends no wait: not counted.
         return;
     }
     // Involuntary: preempted (also inside the kernel, R+), or still
@@ -178,8 +224,9 @@ fn switch_in(next: KernelTask, clock: &mut Clock) {
 /// (`diag::SWITCH_IN_MISSED`; on this kind of VM, switches out of some of
 /// init's threads never reach the tracepoint). A preemption while runnable
 /// ends exactly: its start plus `waited`, the run-queue time the kernel
-/// counted for it. A futex wait, or an R+ preemption, ends here, one run
-/// late.
+/// counted for it (`waited`; 0 when switch-outs were missed too, and the
+/// growth holds several waits: then it gets the shortest length). A futex
+/// wait, or an R+ preemption, ends here, one run late.
 #[inline(always)]
 fn catch_up_missed_switch_in(ts: &mut TaskState, waited: u64, clock: &mut Clock) {
     if ts.futex_start_ns == 0 && ts.offcpu_ns == 0 {

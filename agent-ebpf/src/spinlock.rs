@@ -4,10 +4,10 @@
 //!
 //! Uprobe programs run preemptible on full and lazy kernels: another task's
 //! program, or this task's own switch-out, can run between any two of their
-//! instructions. So they write only their own two fields of the task's
-//! state (`spin_start_ns`, `spin_site`; nothing else writes them), read its
-//! labels without storing them, and add to the shared per-CPU maps with
-//! atomic adds (see `account`).
+//! instructions. So they write only their own fields of the task's state
+//! (`spin_start_ns`, `spin_site`, `spin_cluster`; nothing else writes them),
+//! read its labels without storing them, and add to the shared per-CPU maps
+//! (and the health counters) with atomic adds (see `account`).
 use agent_common::{
     hist::bucket_index,
     hist::HIST_BUCKETS,
@@ -21,8 +21,8 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 
 use crate::{
-    account::{atomic_add, Sink},
-    maps::{bump_diag, SPIN_SITES},
+    account::Sink,
+    maps::{atomic_add, bump_diag, SPIN_SITES},
     task::{current_labels, task, KernelTask},
 };
 
@@ -47,6 +47,7 @@ pub fn s_lock_enter(ctx: ProbeContext) -> u32 {
     let (_, cluster) = current_labels(ts);
     let func: u64 = ctx.arg(3).unwrap_or(0);
     ts.spin_site = func;
+    ts.spin_cluster = cluster;
     ensure_site(
         &ctx,
         SpinKey {
@@ -71,13 +72,14 @@ pub fn s_lock_return(ctx: RetProbeContext) -> u32 {
     let d = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     ts.spin_start_ns = 0;
     let delays = ctx.ret::<i32>().max(0) as u64;
-    let (group, cluster) = current_labels(ts);
+    let (group, _) = current_labels(ts);
     let sink = Sink::new(ts.tgid, group);
     sink.add_atomic(counter::SPINS, 1);
     sink.add_atomic(counter::SPIN_NS, d);
     sink.add_atomic(counter::SPIN_DELAYS, delays);
+    // The site entered, even if the agent relabelled the task meanwhile.
     let key = SpinKey {
-        cluster,
+        cluster: ts.spin_cluster,
         _pad: 0,
         func: ts.spin_site,
     };

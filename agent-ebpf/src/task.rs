@@ -72,10 +72,22 @@ impl KernelTask {
         self.load(task_layout!(tgid))
     }
 
-    /// The task's address: who owns a `TASKS` entry.
+    /// The task's address (with its start time, who owns a `TASKS` entry).
     #[inline(always)]
     pub fn addr(self) -> u64 {
         self.0 as u64
+    }
+
+    /// When the task started (ns since boot).
+    #[inline(always)]
+    pub fn start_time(self) -> u64 {
+        self.load(task_layout!(start_time))
+    }
+
+    /// True if `ts` is this task's state (not a previous owner's of its tid).
+    #[inline(always)]
+    pub fn owns(self, ts: &TaskState) -> bool {
+        ts.task == self.addr() && ts.start_time == self.start_time()
     }
 
     /// The kernel's total run-queue time of the task, in ns
@@ -117,13 +129,10 @@ pub fn comm_matches(lo: u64, hi: u64) -> bool {
 /// task with the same tid (its final switch-out unseen) is started afresh.
 #[inline(always)]
 pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static mut TaskState> {
-    let tid = t.pid();
-    if let Some(ts) = TASKS.get_ptr_mut(tid) {
-        let ts = unsafe { &mut *ts };
-        if ts.task == t.addr() {
-            return Some(ts);
-        }
+    if let Some(ts) = own_state(t) {
+        return Some(ts);
     }
+    let tid = t.pid();
     // BPF_ANY: creates, or replaces a stale entry whole.
     if TASKS.insert(tid, EMPTY, 0).is_err() {
         bump_diag(diag::TASK_MAP_FULL);
@@ -132,15 +141,25 @@ pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static
     }
     let ts = unsafe { &mut *TASKS.get_ptr_mut(tid)? };
     ts.task = t.addr();
+    ts.start_time = t.start_time();
     Some(ts)
 }
 
-/// The state of task `t` if it is traced (None for an entry of an earlier
-/// task with the same tid).
+/// Task `t`'s entry, traced or not (None if missing or an earlier owner's).
+#[inline(always)]
+pub fn own_state(t: KernelTask) -> Option<&'static mut TaskState> {
+    let ts = unsafe { &mut *TASKS.get_ptr_mut(t.pid())? };
+    if !t.owns(ts) {
+        return None;
+    }
+    Some(ts)
+}
+
+/// The state of task `t` if it is traced.
 #[inline(always)]
 pub fn task(t: KernelTask) -> Option<&'static mut TaskState> {
-    let ts = unsafe { &mut *TASKS.get_ptr_mut(t.pid())? };
-    if ts.flags & IGNORED != 0 || ts.task != t.addr() {
+    let ts = own_state(t)?;
+    if ts.flags & IGNORED != 0 {
         return None;
     }
     Some(ts)

@@ -81,6 +81,7 @@ struct Maps {
     generation: Array<MapData, u64>,
     generation_now: u64,
     spin_sites: PerCpuHashMap<MapData, SpinKey, SpinStats>,
+    seeds: BpfHashMap<MapData, u32, TaskSeed>,
 }
 
 impl KernelMaps for Maps {
@@ -148,9 +149,9 @@ impl Agent {
             generation: take(&mut probes, "GENERATION")?,
             generation_now: 0,
             spin_sites: take(&mut probes, "SPIN_SITES")?,
+            seeds: take(&mut probes, "SEEDS")?,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
-        let mut seeds: BpfHashMap<MapData, u32, TaskSeed> = take(&mut probes, "SEEDS")?;
         let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
         tracker.scan(&mut maps);
         probes.attach()?;
@@ -159,7 +160,7 @@ impl Agent {
         // After the attach: a thread that switches out in between is seen
         // by the programs themselves and never reads its seed.
         let seeded = task_seeds::write(
-            &mut seeds,
+            &mut maps.seeds,
             std::path::Path::new("/proc"),
             tracker.procs.keys().copied(),
         )?;
@@ -323,7 +324,7 @@ impl Agent {
         };
         MapEntries {
             tasks: count("TASKS"),
-            seeds: count("SEEDS"),
+            seeds: self.maps.seeds.keys().filter(Result::is_ok).count() as u64,
             proc_info: self.maps.proc_info.keys().filter(Result::is_ok).count() as u64,
             proc_stats: self.maps.proc_stats.keys().filter(Result::is_ok).count() as u64,
         }

@@ -459,20 +459,34 @@ fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
         s.maps.tasks <= s.live.threads + SETTLED_SLACK
             && s.maps.proc_stats <= s.live.processes + SETTLED_SLACK
     });
-    let is_client = |c: &pgpreempt::postgres::processes::Classified| {
-        c.cluster == cluster && c.backend_type == "client backend"
-    };
-    let departed = agent
-        .tracker
-        .departed
-        .iter()
-        .filter(|d| is_client(&d.class))
-        .count() as u64;
+    // A backend that exited before its title was read is in the report
+    // too, under the labels the agent had (the postmaster's, when it read
+    // the fork's title before the backend set its own) or unclassified
+    // (cluster "unattributed", backend type "other"): every connection has
+    // a row, if not always its labels.
+    let unclassified = pgpreempt::postgres::processes::Classified::unclassified();
+    let mut departed_by_type = std::collections::BTreeMap::<String, u64>::new();
+    for d in &agent.tracker.departed {
+        // Not an autovacuum worker or another process the cluster starts
+        // and stops on its own: those were classified before they exited.
+        let backend = matches!(d.class.backend_type, "client backend" | "other");
+        if (d.class.cluster == cluster && backend) || d.class == unclassified {
+            *departed_by_type
+                .entry(format!(
+                    "{}/{}",
+                    d.class.cluster == cluster,
+                    d.class.backend_type
+                ))
+                .or_default() += 1;
+        }
+    }
+    eprintln!("departed (this cluster?/backend type): {departed_by_type:?}");
+    let departed: u64 = departed_by_type.values().sum();
     let live = agent
         .tracker
         .procs
         .values()
-        .filter(|t| is_client(&t.class))
+        .filter(|t| t.class.cluster == cluster && t.class.backend_type == "client backend")
         .count() as u64;
     let lost = agent.diag()[diag::EVENTS_LOST];
     eprintln!(

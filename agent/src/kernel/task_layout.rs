@@ -122,7 +122,7 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         comm: field(&["comm"], COMM_LEN)?,
         run_delay: field(&["sched_info", "run_delay"], 8)?,
         pcount: field(&["sched_info", "pcount"], std::mem::size_of::<usize>())?,
-        _pad: 0,
+        start_time: field(&["start_time"], 8)?,
     })
 }
 
@@ -190,8 +190,8 @@ fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
 pub fn describe(l: &TaskLayout) -> String {
     format!(
         "task_struct: pid at {}, tgid at {}, comm at {}, sched_info.run_delay at {}, \
-         sched_info.pcount at {}",
-        l.pid, l.tgid, l.comm, l.run_delay, l.pcount
+         sched_info.pcount at {}, start_time at {}",
+        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time
     )
 }
 
