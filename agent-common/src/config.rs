@@ -4,8 +4,15 @@
 pub const COMM_LEN: usize = 16;
 /// At most this many `--comm` names.
 pub const MAX_COMMS: usize = 8;
-/// Group ids are below this (label sets of `cluster` x `backend_type`).
+/// Group ids are below this (label sets of `cluster` x `backend_type`): the
+/// most `--max-groups` allows.
 pub const MAX_GROUPS: u32 = 256;
+/// Default number of groups (`--max-groups`): the per-group statistics are a
+/// per-CPU array of 816-byte entries, 104 KiB per CPU at 128.
+pub const DEFAULT_MAX_GROUPS: u32 = 128;
+/// Default capacity of the spinlock call-site map (`--max-spin-sites`), a
+/// per-CPU hash of 280-byte entries: 35 KiB per CPU at 128.
+pub const DEFAULT_MAX_SPIN_SITES: u32 = 128;
 /// Default capacity of the per-process map (`--max-processes`).
 pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
 /// Capacity of the per-task (thread) map, an LRU.

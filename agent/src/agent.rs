@@ -16,7 +16,7 @@ use crate::{
     kernel::snapshot::{self, ProgramStats},
     kernel::task_seeds,
     kernel::uprobes::Uprobes,
-    postgres::groups::Labels,
+    postgres::groups::{Groups, Labels},
     postgres::processes::ProcFs,
     postgres::spin_sites::{SiteLabels, SpinSite},
     postgres::tracker::{KernelMaps, Tracker},
@@ -152,7 +152,13 @@ impl Agent {
             seeds: take(&mut probes, "SEEDS")?,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
-        let mut tracker = Tracker::new(ProcFs::default(), &cfg.comms, &cfg.pids, cfg.keep_departed);
+        let mut tracker = Tracker::with_groups(
+            ProcFs::default(),
+            &cfg.comms,
+            &cfg.pids,
+            cfg.keep_departed,
+            Groups::with_capacity(cfg.max_groups),
+        );
         tracker.scan(&mut maps);
         probes.attach()?;
         let attached_at = std::time::Instant::now();

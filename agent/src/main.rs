@@ -56,6 +56,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The kernel memory of the agent's maps with the default sizes, for
+    /// `pgpreempt run` and `pgpreempt trace`, here and at 96 and 192 CPUs:
+    /// the Markdown tables `cargo xtask bench` writes into BENCHMARKS.md.
+    #[command(hide = true)]
+    MapMemory,
     /// The benchmark floor: a sched_switch program that only counts, until
     /// SIGINT or SIGTERM (used by `cargo xtask bench`).
     #[command(hide = true)]
@@ -88,9 +93,23 @@ struct ProbeArgs {
     /// Do not attach the s_lock uprobes (no spin metrics).
     #[arg(long)]
     no_uprobes: bool,
-    /// Capacity of the per-process map.
-    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES)]
+    /// Processes traced at once (the kernel's per-process maps; a trace
+    /// session's per-process counters take memory only for processes that
+    /// exist).
+    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES,
+          value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: u32,
+    /// Label sets (cluster x backend_type) counted apart, 2 to 256; the rest
+    /// are counted as cluster="overflow". Each costs 816 bytes per possible
+    /// CPU of kernel memory.
+    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_GROUPS,
+          value_parser = clap::value_parser!(u32).range(2..=i64::from(agent_common::config::MAX_GROUPS)))]
+    max_groups: u32,
+    /// Spinlock call sites counted (all clusters together); more are counted
+    /// as dropped. Each costs 280 bytes per possible CPU of kernel memory.
+    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_SPIN_SITES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_spin_sites: u32,
     /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
     #[arg(long)]
     tracefs: Option<PathBuf>,
@@ -101,6 +120,8 @@ impl ProbeArgs {
     fn config(self, select: SelectArgs) -> anyhow::Result<Config> {
         let mut cfg = Config {
             max_processes: self.max_processes,
+            max_groups: self.max_groups,
+            max_spin_sites: self.max_spin_sites,
             tracefs: self.tracefs,
             uprobes: !self.no_uprobes,
             ..Config::default()
@@ -241,6 +262,17 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
             } else {
                 print!("{}", diff::render(&d));
             }
+            Ok(true)
+        }
+        Command::MapMemory => {
+            use check::map_memory::{daemon_config, load_and_measure, markdown, trace_config};
+            let load = |cfg| {
+                load_and_measure(&cfg)
+                    .map(|(_, r)| r)
+                    .map_err(anyhow::Error::msg)
+            };
+            let (daemon, trace) = (load(daemon_config())?, load(trace_config())?);
+            print!("{}", markdown(&daemon, &trace));
             Ok(true)
         }
         Command::Floor { btf } => daemon::floor(btf).map(|()| true),

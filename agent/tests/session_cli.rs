@@ -52,6 +52,16 @@ fn check_finds_a_scratch_cluster_on_this_host() {
         "{text}"
     );
     assert!(text.contains("BPF programs  ok: "), "{text}");
+    // The maps' memory with the daemon's sizes, here and on bigger hosts.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("  map memory    "))
+        .unwrap_or_else(|| panic!("no map memory line: {text}"));
+    assert!(
+        line.contains(" MiB at 96 CPUs, ")
+            && line.contains(" at 192 (pgpreempt run, default sizes)"),
+        "{line}"
+    );
     assert!(text.contains(&format!("  {datadir}\n")), "{text}");
     assert!(
         text.contains(&format!("pid {}, ", pg.postmaster_pid())),
@@ -71,6 +81,18 @@ fn check_finds_a_scratch_cluster_on_this_host() {
     let v: Value = serde_json::from_slice(&out.stdout).expect("check --json is JSON");
     assert_eq!(v["ok"], true);
     assert_eq!(v["kernel"]["release"], release.trim());
+    let mm = &v["map_memory"]["daemon"];
+    let (here, at96) = (mm["bytes"].as_u64().unwrap(), &mm["at"][0]);
+    assert_eq!(at96["cpus"], 96);
+    assert!(
+        here > 0 && at96["bytes"].as_u64().unwrap() < 32 << 20,
+        "{mm}"
+    );
+    assert!(mm["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == "PROC_STATS" && m["max_entries"] == 1));
     assert!(["none", "voluntary", "full", "lazy", "rt", "unknown"]
         .contains(&v["kernel"]["preempt_model"].as_str().unwrap()));
     let cl = v["clusters"]

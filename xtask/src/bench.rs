@@ -385,6 +385,105 @@ fn scrape_time(out: &mut String) -> Result<f64> {
     Ok(m)
 }
 
+/// The agent's map memory: the tables `pgpreempt map-memory` prints (the
+/// maps loaded with the daemon's and a trace session's default sizes,
+/// measured by the kernel and modelled at 96 and 192 CPUs). Returns the
+/// daemon's total at 96 CPUs, in MiB.
+fn map_memory(out: &mut String) -> Result<f64> {
+    let o = Command::new(agent_bin())
+        .args(["map-memory", "--log-level", "warn"])
+        .output()
+        .context("running pgpreempt map-memory")?;
+    if !o.status.success() {
+        bail!(
+            "pgpreempt map-memory failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    let text = String::from_utf8(o.stdout)?;
+    let at96 = daemon_total_at_96(&text).context("no daemon total in the map-memory tables")?;
+    out.push_str(&text);
+    Ok(at96)
+}
+
+/// The daemon's total at 96 CPUs (MiB) from the first table's total row:
+/// `| **total** | | | | | **here** | **at 96** | **at 192** |`.
+fn daemon_total_at_96(tables: &str) -> Option<f64> {
+    let row = tables.lines().find(|l| l.starts_with("| **total** |"))?;
+    let cell = row.split('|').nth(7)?.trim().trim_matches('*');
+    let (v, unit) = cell.split_once(' ')?;
+    let v: f64 = v.parse().ok()?;
+    Some(match unit {
+        "MiB" => v,
+        "KiB" => v / 1024.0,
+        "GiB" => v * 1024.0,
+        "B" => v / 1024.0 / 1024.0,
+        _ => return None,
+    })
+}
+
+/// The daemon's map memory at 96 CPUs must stay under this (issue 11).
+const MAP_MEMORY_LIMIT_MIB: f64 = 32.0;
+
+/// Replaces the "## Map memory" section of `md` with `section` (which starts
+/// with that heading), or puts it before "## At scale" if it has none.
+fn replace_section(md: &str, section: &str) -> String {
+    const HEADING: &str = "## Map memory\n";
+    let section = section.trim_end();
+    let (before, after) = if let Some(start) = md.find(HEADING) {
+        let body = start + HEADING.len();
+        let after = md[body..].find("\n## ").map_or("", |i| &md[body + i + 1..]);
+        (&md[..start], after)
+    } else if let Some(at) = md.find("## At scale") {
+        (&md[..at], &md[at..])
+    } else if md.trim().is_empty() {
+        ("", "")
+    } else {
+        return format!("{}\n\n{section}\n", md.trim_end());
+    };
+    if after.is_empty() {
+        format!("{before}{section}\n")
+    } else {
+        format!("{before}{section}\n\n{after}")
+    }
+}
+
+/// `cargo xtask bench --map-memory`: only the map-memory section (a minute
+/// instead of five: no workload runs), written into BENCHMARKS.md in place.
+pub fn run_map_memory() -> Result<()> {
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "pgpreempt"]))?;
+    let date = String::from_utf8_lossy(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut section = format!(
+        "## Map memory\n\nThis section alone: `cargo xtask bench --map-memory` on {date}, Linux {}.\n\n",
+        release.trim()
+    );
+    let at96 = map_memory(&mut section)?;
+    writeln!(
+        section,
+        "\nDaemon at 96 CPUs: {at96:.1} MiB (target < {MAP_MEMORY_LIMIT_MIB} MiB: {}).",
+        if at96 < MAP_MEMORY_LIMIT_MIB {
+            "met"
+        } else {
+            "**missed**"
+        }
+    )?;
+    let path = root().join("BENCHMARKS.md");
+    let md = std::fs::read_to_string(&path).unwrap_or_default();
+    std::fs::write(&path, replace_section(&md, &section))?;
+    println!("{section}\n(written into {})", path.display());
+    Ok(())
+}
+
 pub fn run(quick: bool) -> Result<()> {
     let plan = if quick {
         Plan {
@@ -454,6 +553,8 @@ pub fn run(quick: bool) -> Result<()> {
     writeln!(md, "\n## The daemon itself\n")?;
     writeln!(md, "CPU (user + system) during the pgbench rounds with the agent: median {:.2}% of one core; peak RSS {:.1} MiB.", pg.cpu_share * 100.0, pg.rss_mib)?;
     let scrape_ms = scrape_time(&mut md)?;
+    writeln!(md, "\n## Map memory\n")?;
+    let map_mib = map_memory(&mut md)?;
     writeln!(md, "\n## At scale (16 cores)\n\nSkipped: no 16-core machine was lent to the session that produced this file.")?;
 
     let ratio = |c: Cfg| {
@@ -511,6 +612,11 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     writeln!(
         md,
+        "| daemon map memory at 96 CPUs < {MAP_MEMORY_LIMIT_MIB} MiB | {map_mib:.1} MiB | {} |",
+        check(map_mib < MAP_MEMORY_LIMIT_MIB)
+    )?;
+    writeln!(
+        md,
         "| no drops by the agent | {:.0} | {} |",
         drops.by_agent,
         check(drops.by_agent == 0.0)
@@ -548,6 +654,32 @@ mod tests {
         assert!(quiet < NOISE_LIMIT);
         assert_eq!(verdict(true, quiet), "met");
         assert_eq!(verdict(false, quiet), "**missed**");
+    }
+
+    #[test]
+    fn the_map_memory_section() {
+        let tables = "intro\n\n| map | type |\n|---|---|\n| `TASKS` | lru_hash | 32768 | no | 352 | 13.3 MiB | 13.3 MiB | 13.3 MiB |\n| **total** | | | | | **17.2 MiB** | **29.9 MiB** | **42.8 MiB** |\n\n| **total**, no process traced yet | | | | | **17.3 MiB** | **30.0 MiB** | **42.9 MiB** |\n";
+        assert_eq!(daemon_total_at_96(tables), Some(29.9));
+        assert_eq!(
+            daemon_total_at_96("| **total** | | | | | **1 B** | **512.0 KiB** | **1 MiB** |"),
+            Some(0.5)
+        );
+        assert_eq!(daemon_total_at_96("no table"), None);
+        // In place, between its heading and the next; before "At scale" if absent.
+        let md = "# B\n\n## The daemon itself\n\nx\n\n## Map memory\n\nold\n\n## At scale\n\ny\n";
+        let new = replace_section(md, "## Map memory\n\nnew\n");
+        assert_eq!(
+            new,
+            "# B\n\n## The daemon itself\n\nx\n\n## Map memory\n\nnew\n\n## At scale\n\ny\n"
+        );
+        let without = "# B\n\n## The daemon itself\n\nx\n\n## At scale\n\ny\n";
+        assert_eq!(replace_section(without, "## Map memory\n\nnew\n"), new);
+        // The last section.
+        let last = "# B\n\n## Map memory\n\nold\n";
+        assert_eq!(
+            replace_section(last, "## Map memory\n\nnew\n"),
+            "# B\n\n## Map memory\n\nnew\n"
+        );
     }
 
     #[test]

@@ -33,6 +33,11 @@ enum Cmd {
         /// A short run (under 3 minutes) with fewer rounds.
         #[arg(long)]
         quick: bool,
+        /// Only the "Map memory" section (the agent's kernel maps, here and
+        /// modelled at 96 and 192 CPUs; no workload), updated in place in
+        /// BENCHMARKS.md.
+        #[arg(long, conflicts_with = "quick")]
+        map_memory: bool,
     },
     /// Each kernel program's mean cost (ns per run) from the kernel's BPF statistics.
     Cost,
@@ -49,7 +54,10 @@ fn main() {
     let r = match cli.cmd {
         Cmd::Setup => setup::run(),
         Cmd::Test { args } => setup::run().and_then(|()| test::run(&args)),
-        Cmd::Bench { quick } => setup::run().and_then(|()| bench::run(quick)),
+        Cmd::Bench {
+            map_memory: true, ..
+        } => setup::run().and_then(|()| bench::run_map_memory()),
+        Cmd::Bench { quick, .. } => setup::run().and_then(|()| bench::run(quick)),
         Cmd::Cost => setup::run().and_then(|()| cost::run()),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };

@@ -3,6 +3,7 @@
 //! cannot work. Everything is read under a host root (`/`, or a fixture
 //! tree in tests) so that every branch is tested on constructed inputs.
 pub mod huge_pages;
+pub mod map_memory;
 pub mod postgres;
 pub mod rseq;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use crate::{
     kernel::kernel_info::{read_config_at, KernelInfo},
+    kernel::map_memory::MapMemoryReport,
     kernel::privileges,
 };
 
@@ -72,18 +74,29 @@ pub struct CheckReport {
     pub privileges: Item,
     /// The kernel programs loaded (verified, not attached), or why not.
     pub bpf_programs: Item,
+    /// The maps' kernel memory with the daemon's configuration, here and on
+    /// bigger hosts (None: the programs were not loaded).
+    pub map_memory: Option<map_memory::MapMemoryCheck>,
     pub bpf_stats: Item,
     pub lockdown: Item,
     pub clusters: Vec<postgres::Cluster>,
+}
+
+/// What loading the kernel programs found.
+pub struct Loaded {
+    /// How many programs passed the verifier.
+    pub programs: usize,
+    /// The maps' memory, or why it could not be read.
+    pub map_memory: Result<MapMemoryReport, String>,
 }
 
 /// What `gather` needs besides files under the host root.
 pub struct Probes<'a> {
     /// The answer of the RSEQ slice-extension prctl.
     pub rseq: rseq::Probe,
-    /// Loads the kernel programs without attaching them: how many, or why
-    /// not. None: not tried (fixtures).
-    pub load_programs: Option<&'a dyn Fn() -> Result<usize, String>>,
+    /// Loads the kernel programs without attaching them: how many and their
+    /// maps' memory, or why not. None: not tried (fixtures).
+    pub load_programs: Option<&'a dyn Fn() -> Result<Loaded, String>>,
     /// Runs `<binary> --version`.
     pub version_of: &'a dyn Fn(&Path) -> Option<String>,
 }
@@ -175,6 +188,7 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
         }
     };
 
+    let mut map_memory = None;
     let bpf_programs = match probes.load_programs {
         None => item(Status::Info, "not tried"),
         Some(_) if privileges.status == Status::Fail => {
@@ -184,10 +198,19 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
             item(Status::Info, "not tried: tracepoints missing")
         }
         Some(load) => match load() {
-            Ok(n) => item(
-                Status::Ok,
-                format!("{n} programs load and pass this kernel's verifier (loaded, not attached)"),
-            ),
+            Ok(l) => {
+                match l.map_memory {
+                    Ok(r) => map_memory = Some(map_memory::for_check(&r)),
+                    Err(e) => log::warn!("map memory not measured: {e}"),
+                }
+                item(
+                    Status::Ok,
+                    format!(
+                        "{} programs load and pass this kernel's verifier, as run and as trace load them (loaded, not attached)",
+                        l.programs
+                    ),
+                )
+            }
             Err(e) => item(Status::Fail, e),
         },
     };
@@ -247,6 +270,7 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
         tracepoints,
         privileges,
         bpf_programs,
+        map_memory,
         bpf_stats,
         lockdown,
         clusters,
@@ -307,6 +331,14 @@ pub fn render(c: &CheckReport) -> String {
         ("tracepoints", shown(&c.tracepoints)),
         ("privileges", shown(&c.privileges)),
         ("BPF programs", shown(&c.bpf_programs)),
+        (
+            "map memory",
+            match (&c.map_memory, c.bpf_programs.status) {
+                (Some(m), _) => m.detail.clone(),
+                (None, Status::Ok) => "not measured (why is logged above)".to_string(),
+                (None, _) => "not measured (the programs were not loaded)".to_string(),
+            },
+        ),
         ("BPF stats", shown(&c.bpf_stats)),
         ("lockdown", shown(&c.lockdown)),
     ];
@@ -363,11 +395,22 @@ pub fn render(c: &CheckReport) -> String {
     out
 }
 
-/// Loads (verifies) the kernel programs without attaching them.
-pub fn load_programs() -> Result<usize, String> {
-    let cfg = crate::config::Config::default();
-    let mut p = crate::kernel::probes::Probes::load(&cfg).map_err(|e| e.to_string())?;
-    p.verify().map_err(|e| e.to_string())
+/// Loads (verifies) the kernel programs without attaching them, as a trace
+/// session loads them (per-process counting on: the verifier sees that
+/// code too) and as the daemon does, whose maps it measures.
+pub fn load_programs() -> Result<Loaded, String> {
+    use crate::kernel::probes::Probes;
+    let mut trace = Probes::load(&map_memory::trace_config()).map_err(|e| e.to_string())?;
+    trace.verify().map_err(|e| e.to_string())?;
+    drop(trace);
+    let mut daemon = Probes::load(&map_memory::daemon_config()).map_err(|e| e.to_string())?;
+    let programs = daemon.verify().map_err(|e| e.to_string())?;
+    let map_memory = crate::kernel::map_memory::measure(&daemon.ebpf)
+        .map_err(|e| format!("reading the maps' /proc/self/fdinfo: {e}"));
+    Ok(Loaded {
+        programs,
+        map_memory,
+    })
 }
 
 /// `pgpreempt check` on this host.
@@ -458,7 +501,7 @@ mod tests {
         fn check(
             &self,
             rseq: rseq::Probe,
-            load: Option<&dyn Fn() -> Result<usize, String>>,
+            load: Option<&dyn Fn() -> Result<Loaded, String>>,
         ) -> CheckReport {
             let version = |p: &Path| postgres::run_version(p);
             gather(
@@ -519,7 +562,23 @@ mod tests {
         let h = Host::new();
         config_gz(&h, "CONFIG_PREEMPT_DYNAMIC=y\nCONFIG_PREEMPT_VOLUNTARY=y\n# CONFIG_RSEQ_SLICE_EXTENSION is not set\n");
         let data = h.cluster(Some("postmaster-4k-pages.smaps"));
-        let load = || Ok(12);
+        let load = || {
+            use crate::kernel::map_memory::{MapMemory, Shape};
+            let group_stats = Shape {
+                map_type: 6,
+                key_size: 4,
+                value_size: 816,
+                max_entries: 128,
+                flags: 0,
+            };
+            Ok(Loaded {
+                programs: 12,
+                map_memory: Ok(MapMemoryReport {
+                    possible_cpus: 2,
+                    maps: vec![MapMemory::new("GROUP_STATS", group_stats, 210_232, None, 2)],
+                }),
+            })
+        };
         let c = h.check(rseq::Probe::Disabled, Some(&load));
         assert!(c.ok, "{c:#?}");
         assert_eq!(c.kernel.release, "7.0.1");
@@ -551,10 +610,23 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pid 100, 4 processes, 2 client backends"));
+        // 210,232 B here; 94 more CPUs of 128 x 816 B each at 96.
+        assert!(
+            text.contains(
+                "  map memory    205.3 KiB here (2 CPUs), 9.6 MiB at 96 CPUs, 19.1 MiB at 192 (pgpreempt run, default sizes)\n"
+            ),
+            "{text}"
+        );
         // The JSON form has the same facts.
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["clusters"][0]["huge_pages"]["state"], "off");
         assert_eq!(v["ok"], true);
+        assert_eq!(v["map_memory"]["daemon"]["bytes"], 210_232);
+        assert_eq!(v["map_memory"]["daemon"]["at"][0]["cpus"], 96);
+        assert_eq!(
+            v["map_memory"]["daemon"]["at"][0]["bytes"],
+            210_232 + 94 * 128 * 816
+        );
     }
 
     #[test]
@@ -645,7 +717,7 @@ mod tests {
         // No privileges: fails, and the programs are not even tried.
         let h = Host::new();
         h.write("proc/self/status", "CapEff:\t0000000000000000\n");
-        let load = || -> Result<usize, String> { panic!("must not load without privileges") };
+        let load = || -> Result<Loaded, String> { panic!("must not load without privileges") };
         let c = h.check(rseq::Probe::Unknown, Some(&load));
         assert!(!c.ok);
         assert_eq!(c.privileges.status, Status::Fail);
@@ -674,7 +746,7 @@ mod tests {
         // Programs the verifier rejects.
         let h = Host::new();
         let load =
-            || -> Result<usize, String> { Err("loading the eBPF programs failed: x".into()) };
+            || -> Result<Loaded, String> { Err("loading the eBPF programs failed: x".into()) };
         let c = h.check(rseq::Probe::Unknown, Some(&load));
         assert!(!c.ok);
         assert_eq!(c.bpf_programs.status, Status::Fail);

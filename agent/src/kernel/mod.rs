@@ -2,6 +2,7 @@
 //! eBPF programs (tracepoints and uprobes), and reads their maps back as
 //! plain sums.
 pub mod kernel_info;
+pub mod map_memory;
 pub mod privileges;
 pub mod probes;
 pub mod snapshot;

@@ -3,7 +3,7 @@
 //! nothing is pinned, so nothing outlives the agent.
 use std::os::fd::OwnedFd;
 
-use agent_common::config::CommFilter;
+use agent_common::config::{CommFilter, MAX_GROUPS};
 use aya::{
     maps::HashMap as BpfHashMap,
     programs::{BtfTracePoint, ProgramError, TracePoint},
@@ -41,6 +41,57 @@ pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
 ];
 
+/// `BPF_F_NO_PREALLOC`: a hash map that allocates its elements as they are
+/// inserted.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// The sizes (and flags) of the maps that depend on the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    pub proc_stats: u32,
+    /// Creation flags of `PROC_STATS`: preallocated (0) when it is not
+    /// used, so that its one entry costs one value per CPU; otherwise
+    /// `BPF_F_NO_PREALLOC`, so that it holds memory only for the processes
+    /// in it, not `max_processes` values per CPU. (Not preallocated, the
+    /// kernel's allocator also keeps a cache of free values on every CPU,
+    /// each with a copy per CPU: about 192 B x CPUs x CPUs, which `memlock`
+    /// does not count; README, "Map memory".)
+    pub proc_stats_flags: u32,
+    pub groups: u32,
+    pub spin_sites: u32,
+}
+
+impl MapSizes {
+    /// What `cfg` needs: per-process counters only when it counts per
+    /// process, spinlock sites only with the uprobes.
+    pub fn of(cfg: &Config) -> Result<MapSizes, AgentError> {
+        if !(2..=MAX_GROUPS).contains(&cfg.max_groups) {
+            return Err(AgentError::Config(format!(
+                "--max-groups: 2 to {MAX_GROUPS} (the unassigned and the overflow group count)"
+            )));
+        }
+        if cfg.max_spin_sites == 0 || cfg.max_processes == 0 || cfg.max_tasks == 0 {
+            return Err(AgentError::Config(
+                "--max-spin-sites, --max-processes and the task map: at least 1 entry".into(),
+            ));
+        }
+        Ok(MapSizes {
+            proc_stats: if cfg.per_process {
+                cfg.max_processes
+            } else {
+                1
+            },
+            proc_stats_flags: if cfg.per_process {
+                BPF_F_NO_PREALLOC
+            } else {
+                0
+            },
+            groups: cfg.max_groups,
+            spin_sites: if cfg.uprobes { cfg.max_spin_sites } else { 1 },
+        })
+    }
+}
+
 pub struct Probes {
     pub ebpf: Ebpf,
     /// The programs that are attached, by name.
@@ -67,6 +118,7 @@ impl Probes {
             .ok_or_else(|| AgentError::Config("--comm: at most 8 names of 1 to 15 bytes".into()))?;
         let pid_filter: u32 = u32::from(!cfg.pids.is_empty());
         let per_process: u32 = u32::from(cfg.per_process);
+        let sizes = MapSizes::of(cfg)?;
         let mut loader = EbpfLoader::new();
         loader
             // No CO-RE relocations to apply (rustc emits none): drop the
@@ -82,9 +134,16 @@ impl Probes {
             .override_global("PER_PROCESS", &per_process, true)
             .map_max_entries("TASKS", cfg.max_tasks)
             .map_max_entries("SEEDS", cfg.max_tasks)
-            .map_max_entries("PROC_STATS", cfg.max_processes)
-            .map_max_entries("PROC_INFO", cfg.max_processes);
-        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| {
+            .map_max_entries("PROC_INFO", cfg.max_processes)
+            // Maps the configuration does not use get one entry: a per-CPU
+            // map's memory is multiplied by every possible CPU (README,
+            // "Map memory"). PROC_STATS's flags are set below (MapSizes).
+            .map_max_entries("PROC_STATS", sizes.proc_stats)
+            .map_max_entries("GROUP_STATS", sizes.groups)
+            .map_max_entries("SPIN_SITES", sizes.spin_sites);
+        let object = with_map_flags(EBPF_OBJECT, "PROC_STATS", sizes.proc_stats_flags)
+            .map_err(AgentError::Load)?;
+        let mut ebpf = loader.load(object.as_bytes()).map_err(|e| {
             let msg = format!("{e:#}");
             if msg.contains("Operation not permitted") || msg.contains("EPERM") {
                 AgentError::MissingPrivileges(format!(" ({msg})"))
@@ -220,6 +279,78 @@ impl Probes {
     }
 }
 
+/// An object file copied to 8-byte aligned memory (as
+/// `include_bytes_aligned!` gives it), for the loader.
+pub struct AlignedObject {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedObject {
+    fn new(bytes: &[u8]) -> AlignedObject {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_ne_bytes(b);
+        }
+        AlignedObject {
+            words,
+            len: bytes.len(),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `words` holds at least `len` initialised bytes, and u8 has
+        // no alignment requirement.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `self` is borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+/// The object with hash map `name` created with `flags`. aya 0.14 can size
+/// a map at load time (`map_max_entries`) but not change its flags, so the
+/// map's definition is patched: a `struct bpf_map_def` (type, key size,
+/// value size, max entries, flags, id, pinning: little-endian u32s) in the
+/// `maps` section, found through the symbol table.
+pub fn with_map_flags(object: &[u8], name: &str, flags: u32) -> Result<AlignedObject, String> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    const FLAGS_AT: usize = 16;
+    const DEF_SIZE: u64 = 28;
+    let file = object::File::parse(object).map_err(|e| format!("the kernel object: {e}"))?;
+    let sym = file
+        .symbol_by_name(name)
+        .ok_or_else(|| format!("map {name} missing from the kernel object"))?;
+    let section = sym
+        .section_index()
+        .and_then(|i| file.section_by_index(i).ok())
+        .ok_or_else(|| format!("map {name}: no section"))?;
+    let (sec_off, sec_len) = section
+        .file_range()
+        .ok_or_else(|| format!("map {name}: its section has no data"))?;
+    if section.name() != Ok("maps") || sym.size() != DEF_SIZE || sym.address() + DEF_SIZE > sec_len
+    {
+        return Err(format!(
+            "map {name}: not a legacy map definition ({:?}, {} bytes)",
+            section.name(),
+            sym.size()
+        ));
+    }
+    let at = usize::try_from(sec_off + sym.address()).map_err(|e| e.to_string())?;
+    let map_type = u32::from_le_bytes(object[at..at + 4].try_into().expect("4 bytes"));
+    // Hash, per-CPU hash: the only types for which the flag means this.
+    if !matches!(map_type, 1 | 5) {
+        return Err(format!("map {name}: type {map_type} is not a hash map"));
+    }
+    let mut out = AlignedObject::new(object);
+    out.bytes_mut()[at + FLAGS_AT..at + FLAGS_AT + 4].copy_from_slice(&flags.to_le_bytes());
+    Ok(out)
+}
+
 /// Program `name` of the object.
 fn program<'a>(
     ebpf: &'a mut Ebpf,
@@ -245,4 +376,77 @@ fn load_error(name: &str, e: ProgramError) -> AgentError {
         other => format!("{other:#}"),
     };
     AgentError::Load(format!("program {name}: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `bpf_map_def` of map `name` in `object`, as seven u32s.
+    fn def(object: &[u8], name: &str) -> [u32; 7] {
+        use object::{Object, ObjectSection, ObjectSymbol};
+        let file = object::File::parse(object).unwrap();
+        let sym = file.symbol_by_name(name).unwrap();
+        let sec = file.section_by_index(sym.section_index().unwrap()).unwrap();
+        let at = (sec.file_range().unwrap().0 + sym.address()) as usize;
+        std::array::from_fn(|i| {
+            u32::from_le_bytes(object[at + 4 * i..at + 4 * i + 4].try_into().unwrap())
+        })
+    }
+
+    #[test]
+    fn proc_stats_flags_are_set_at_load() {
+        // As agent-ebpf/src/maps.rs declares it: per-CPU hash, u32 key,
+        // 192-byte Counters, preallocated.
+        let before = def(EBPF_OBJECT, "PROC_STATS");
+        assert_eq!(before[..5], [5, 4, 192, before[3], 0]);
+        for flags in [BPF_F_NO_PREALLOC, 0] {
+            let patched = with_map_flags(EBPF_OBJECT, "PROC_STATS", flags).unwrap();
+            let bytes = patched.as_bytes();
+            assert_eq!(bytes.as_ptr() as usize % 8, 0, "aligned for the loader");
+            assert_eq!(bytes.len(), EBPF_OBJECT.len());
+            let after = def(bytes, "PROC_STATS");
+            assert_eq!(after[4], flags);
+            assert_eq!((&after[..4], &after[5..]), (&before[..4], &before[5..]));
+            // Nothing else moved: only those four bytes differ.
+            let differ = bytes
+                .iter()
+                .zip(EBPF_OBJECT)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert!(differ <= 4);
+            assert_eq!(def(bytes, "GROUP_STATS"), def(EBPF_OBJECT, "GROUP_STATS"));
+        }
+        assert!(with_map_flags(EBPF_OBJECT, "NO_SUCH_MAP", 1).is_err());
+        // An array is refused: the flag would mean something else there.
+        assert!(with_map_flags(EBPF_OBJECT, "GROUP_STATS", 1)
+            .err()
+            .unwrap()
+            .contains("not a hash map"));
+    }
+
+    #[test]
+    fn sizes_follow_the_configuration() {
+        let trace = Config::default();
+        let s = MapSizes::of(&trace).unwrap();
+        assert_eq!(
+            (s.proc_stats, s.proc_stats_flags),
+            (trace.max_processes, BPF_F_NO_PREALLOC)
+        );
+        let daemon = Config {
+            per_process: false,
+            uprobes: false,
+            ..Config::default()
+        };
+        let s = MapSizes::of(&daemon).unwrap();
+        assert_eq!((s.proc_stats, s.proc_stats_flags, s.spin_sites), (1, 0, 1));
+        assert_eq!(s.groups, agent_common::config::DEFAULT_MAX_GROUPS);
+        for bad in [1, MAX_GROUPS + 1] {
+            assert!(MapSizes::of(&Config {
+                max_groups: bad,
+                ..Config::default()
+            })
+            .is_err());
+        }
+    }
 }

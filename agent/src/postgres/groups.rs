@@ -3,7 +3,10 @@
 //! whose labels change moves to another group from then on.
 use std::collections::HashMap;
 
-use agent_common::{config::MAX_GROUPS, stats::UNASSIGNED_GROUP};
+use agent_common::{
+    config::{DEFAULT_MAX_GROUPS, MAX_GROUPS},
+    stats::UNASSIGNED_GROUP,
+};
 
 // The kernel counts unclassified processes in group 0: `labels[0]` below.
 const _: () = assert!(UNASSIGNED_GROUP == 0);
@@ -22,6 +25,8 @@ pub struct Groups {
     ids: HashMap<Labels, u32>,
     labels: Vec<Labels>,
     clusters: HashMap<String, u32>,
+    /// Ids are below this (the kernel's `GROUP_STATS` has this many entries).
+    capacity: u32,
 }
 
 impl Default for Groups {
@@ -31,7 +36,13 @@ impl Default for Groups {
 }
 
 impl Groups {
+    /// Groups with the default capacity.
     pub fn new() -> Self {
+        Self::with_capacity(DEFAULT_MAX_GROUPS)
+    }
+
+    /// Groups whose ids stay below `capacity` (2 to `MAX_GROUPS`).
+    pub fn with_capacity(capacity: u32) -> Self {
         let unassigned = Labels {
             cluster: UNASSIGNED_CLUSTER.into(),
             backend_type: "other".into(),
@@ -40,6 +51,7 @@ impl Groups {
             ids: HashMap::new(),
             labels: vec![unassigned],
             clusters: HashMap::new(),
+            capacity: capacity.clamp(2, MAX_GROUPS),
         }
     }
 
@@ -54,19 +66,20 @@ impl Groups {
             return id;
         }
         let id = self.labels.len() as u32;
-        if id >= MAX_GROUPS - 1 {
+        let last = self.capacity - 1;
+        if id >= last {
             let overflow = Labels {
                 cluster: "overflow".into(),
                 backend_type: "other".into(),
             };
-            if self.labels.len() < MAX_GROUPS as usize {
+            if self.labels.len() < self.capacity as usize {
                 log::warn!(
-                    "more than {} label sets; new ones are counted as cluster=\"overflow\"",
-                    MAX_GROUPS - 1
+                    "more than {} label sets; new ones are counted as cluster=\"overflow\" (raise --max-groups, at most {MAX_GROUPS})",
+                    last - 1
                 );
                 self.labels.push(overflow);
             }
-            return MAX_GROUPS - 1;
+            return last;
         }
         self.labels.push(key.clone());
         self.ids.insert(key, id);
@@ -115,13 +128,22 @@ mod tests {
 
     #[test]
     fn overflow_shares_the_last_id() {
-        let mut g = Groups::new();
-        for i in 0..(MAX_GROUPS + 10) {
-            let id = g.id(&format!("pid:{i}"), "other");
-            assert!(id < MAX_GROUPS);
+        for cap in [DEFAULT_MAX_GROUPS, MAX_GROUPS, 2] {
+            let mut g = Groups::with_capacity(cap);
+            for i in 0..(cap + 10) {
+                let id = g.id(&format!("pid:{i}"), "other");
+                assert!(id < cap);
+            }
+            assert_eq!(g.labels(cap - 1).unwrap().cluster, "overflow");
+            assert_eq!(g.all().count(), cap as usize);
         }
-        assert_eq!(g.labels(MAX_GROUPS - 1).unwrap().cluster, "overflow");
-        assert_eq!(g.all().count(), MAX_GROUPS as usize);
+        // The default holds 126 label sets of their own.
+        let mut g = Groups::new();
+        for i in 1..=126 {
+            assert_eq!(g.id(&format!("/c{}", i / 12), &format!("t{i}")), i);
+        }
+        assert_eq!(g.id("/another", "client backend"), DEFAULT_MAX_GROUPS - 1);
+        assert_eq!(g.labels(127).unwrap().cluster, "overflow");
     }
 
     #[test]

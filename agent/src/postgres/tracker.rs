@@ -70,9 +70,21 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn new(procfs: ProcFs, comms: &[String], pids: &[u32], keep_departed: bool) -> Self {
+        Self::with_groups(procfs, comms, pids, keep_departed, Groups::new())
+    }
+
+    /// A tracker whose group ids come from `groups` (sized as the kernel's
+    /// `GROUP_STATS`).
+    pub fn with_groups(
+        procfs: ProcFs,
+        comms: &[String],
+        pids: &[u32],
+        keep_departed: bool,
+        groups: Groups,
+    ) -> Self {
         Self {
             procfs,
-            groups: Groups::new(),
+            groups,
             procs: HashMap::new(),
             departed: Vec::new(),
             added: Vec::new(),
