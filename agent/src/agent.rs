@@ -12,6 +12,7 @@ use crate::{
     config::Config,
     error::AgentError,
     kernel::kernel_info::KernelInfo,
+    kernel::map_memory,
     kernel::probes::Probes,
     kernel::snapshot::{self, ProgramStats},
     kernel::task_seeds,
@@ -323,7 +324,10 @@ impl Agent {
                 .and_then(|m| match m {
                     aya::maps::Map::HashMap(d)
                     | aya::maps::Map::LruHashMap(d)
-                    | aya::maps::Map::PerCpuHashMap(d) => Some(snapshot::count_u32_keys(d.fd())),
+                    | aya::maps::Map::PerCpuHashMap(d) => {
+                        use std::os::fd::AsFd;
+                        Some(map_memory::count_keys(d.fd().as_fd(), 4))
+                    }
                     _ => None,
                 })
                 .unwrap_or(0)

@@ -501,8 +501,10 @@ fn map_fd(map: &Map) -> BorrowedFd<'_> {
     data.fd().as_fd()
 }
 
-/// Counts a map's keys (BPF_MAP_GET_NEXT_KEY, keys of any size).
-fn count_keys(fd: BorrowedFd<'_>, key_size: u32) -> u64 {
+/// Counts a map's keys (BPF_MAP_GET_NEXT_KEY walked to the end, keys of
+/// any size, whatever the value type: aya's typed maps need the value type,
+/// which for the per-task map only the kernel crate has).
+pub fn count_keys(fd: BorrowedFd<'_>, key_size: u32) -> u64 {
     #[repr(C)]
     struct NextKey {
         map_fd: u32,

@@ -53,53 +53,6 @@ pub fn is_zero(g: &GroupStats) -> bool {
         && g.hists.iter().all(|h| h.buckets.iter().all(|&b| b == 0))
 }
 
-/// The number of keys in a map with `u32` keys, whatever its value type
-/// (`BPF_MAP_GET_NEXT_KEY` walked to the end; aya's typed maps need the
-/// value type, which for the per-task map only the kernel crate has).
-pub fn count_u32_keys(fd: &aya::maps::MapFd) -> u64 {
-    use std::os::fd::{AsFd, AsRawFd};
-    #[repr(C)]
-    struct NextKey {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        next_key: u64,
-    }
-    const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-    const MAX_WALK: u64 = 1 << 22;
-    let mut key: u32 = 0;
-    let mut next: u32 = 0;
-    let mut n = 0u64;
-    let mut first = true;
-    loop {
-        let attr = NextKey {
-            map_fd: fd.as_fd().as_raw_fd() as u32,
-            _pad: 0,
-            key: if first { 0 } else { &key as *const u32 as u64 },
-            next_key: &mut next as *mut u32 as u64,
-        };
-        // SAFETY: attr points at valid key buffers of the map's key size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_GET_NEXT_KEY,
-                &attr as *const NextKey,
-                std::mem::size_of::<NextKey>() as u32,
-            )
-        };
-        if r != 0 {
-            return n;
-        }
-        n += 1;
-        key = next;
-        first = false;
-        // A key deleted under the walk restarts it: bound the walk.
-        if n >= MAX_WALK {
-            return n;
-        }
-    }
-}
-
 /// The `reason` of each kernel-side health counter, as the metrics and
 /// trace reports name it.
 pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [

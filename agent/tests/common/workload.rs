@@ -340,7 +340,15 @@ pub fn is_asleep(pid: u32) -> bool {
     let mut buf = [0u8; 4096];
     let len = read_small(path, &mut buf);
     match buf[..len].iter().rposition(|&c| c == b')') {
-        Some(i) if i + 2 < len => matches!(buf[i + 2], b'S' | b'D'),
+        Some(i) if i + 2 < len => {
+            // A child that died (a failed assertion in it) never sleeps:
+            // say so rather than let the caller wait for ever.
+            assert!(
+                !matches!(buf[i + 2], b'Z' | b'X'),
+                "process {pid} exited early (see its panic above)"
+            );
+            matches!(buf[i + 2], b'S' | b'D')
+        }
         _ => false,
     }
 }
