@@ -14,7 +14,11 @@ use crate::{
 };
 
 /// How long after its exit notice a process's counters are kept in the
-/// kernel map before they are folded away (its last events may be in flight).
+/// kernel map before they are folded away: the notice comes at
+/// `sched_process_exit`, and its threads' final switch-outs (which count
+/// the wait before their last run) follow within microseconds. One that
+/// comes later still (a very long `exit_mm`) counts in its group only, or
+/// re-creates the entry, which the 10-second /proc sweep then removes.
 pub const EXIT_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
