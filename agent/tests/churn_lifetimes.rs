@@ -303,6 +303,19 @@ fn assert_no_full_maps(agent: &Agent, when: &str) {
     );
 }
 
+/// The check every `CHECK_EVERY` during a churn: no map full, and no more
+/// task entries than live traced threads (plus what is in flight).
+fn assert_no_entries_left_behind(agent: &Agent, at: Duration) {
+    let s = sizes(agent);
+    eprintln!("{:>4} s: {s}", at.as_secs());
+    let when = format!("after {} s of connection churn", at.as_secs());
+    assert_no_full_maps(agent, &when);
+    assert!(
+        s.maps.tasks <= s.live.threads + CHURN_SLACK,
+        "{when}: {s}: task entries left behind by exited tasks"
+    );
+}
+
 /// Runs `pgbench -C` (a new connection, so a new backend, per transaction)
 /// for `secs`, polling the agent like the daemon and calling `check` every
 /// [`CHECK_EVERY`]. Returns the transactions pgbench reports, one per
@@ -393,16 +406,7 @@ fn churn_leaves_no_task_or_process_entries_behind() {
         &mut cadence,
         &pg,
         DAEMON_CHURN_SECS,
-        |agent, at| {
-            let s = sizes(agent);
-            eprintln!("{:>4} s: {s}", at.as_secs());
-            let when = format!("after {} s of connection churn", at.as_secs());
-            assert_no_full_maps(agent, &when);
-            assert!(
-                s.maps.tasks <= s.live.threads + CHURN_SLACK,
-                "{when}: {s}: task entries left behind by exited tasks"
-            );
-        },
+        assert_no_entries_left_behind,
     );
     let s = settle(&mut agent, &mut cadence, |s| {
         s.maps.tasks <= s.live.threads + SETTLED_SLACK
@@ -447,16 +451,7 @@ fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
         &mut cadence,
         &pg,
         TRACE_CHURN_SECS,
-        |agent, at| {
-            let s = sizes(agent);
-            eprintln!("{:>4} s: {s}", at.as_secs());
-            let when = format!("after {} s of connection churn", at.as_secs());
-            assert_no_full_maps(agent, &when);
-            assert!(
-                s.maps.tasks <= s.live.threads + CHURN_SLACK,
-                "{when}: {s}: task entries left behind by exited tasks"
-            );
-        },
+        assert_no_entries_left_behind,
     );
     let s = settle(&mut agent, &mut cadence, |s| {
         s.maps.tasks <= s.live.threads + SETTLED_SLACK

@@ -448,20 +448,21 @@ fn replace_section(md: &str, section: &str) -> String {
     }
 }
 
+/// Now, as `date -u` prints it for the record.
+fn utc_now() -> Result<String> {
+    let out = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// `cargo xtask bench --map-memory`: only the map-memory section (a minute
 /// instead of five: no workload runs), written into BENCHMARKS.md in place.
 pub fn run_map_memory() -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
         .args(["build", "--release", "-p", "pgpreempt"]))?;
-    let date = String::from_utf8_lossy(
-        &Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()?
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let date = utc_now()?;
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut section = format!(
         "## Map memory\n\nThis section alone: `cargo xtask bench --map-memory` on {date}, Linux {}.\n\n",
@@ -530,14 +531,7 @@ pub fn run(quick: bool) -> Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
-    let date = String::from_utf8_lossy(
-        &Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()?
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let date = utc_now()?;
     writeln!(md, "# Benchmarks\n")?;
     writeln!(md, "Produced by `cargo xtask bench{}` on {date}: {cpus} vCPUs ({cpu_model}), Linux {}. Every ratio comes from rounds interleaved in one run; the machine is shared, so compare ratios, not absolute numbers.\n", if quick { " --quick" } else { "" }, uname("-r"))?;
 
