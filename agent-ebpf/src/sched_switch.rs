@@ -102,11 +102,11 @@ fn final_switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, cl
     if resolve_current(ctx, ts) {
         account_switch_out(ctx, prev, ts, state, clock);
     }
+    let tid = prev.pid();
     if found {
-        forget(prev);
-    } else {
-        let _ = SEEDS.remove(prev.pid());
+        let _ = TASKS.remove(tid);
     }
+    let _ = SEEDS.remove(tid);
 }
 
 /// Frees a task's state and its start-up seed at its end: the only place

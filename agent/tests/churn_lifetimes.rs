@@ -6,7 +6,7 @@
 mod common;
 
 use std::{
-    ffi::{c_char, c_int, c_void},
+    ffi::{c_int, c_void},
     io::Read,
     process::Stdio,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
@@ -24,24 +24,9 @@ use common::{
 };
 use pgpreempt::{agent::Agent, config::Config};
 
-/// PostgreSQL's `int s_lock(volatile slock_t *lock, const char *file, int line, const char *func)`,
-/// exported by this test binary as in `spin_accounting`: `lock` points at a
-/// spin duration in ns, and the return value (the number of sleeps) is `line`.
-///
-/// # Safety
-/// `lock` must point at a readable u64.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub unsafe extern "C" fn s_lock(
-    lock: *mut u64,
-    file: *const c_char,
-    line: c_int,
-    func: *const c_char,
-) -> c_int {
-    std::hint::black_box((file, func));
-    spin_for(unsafe { std::ptr::read_volatile(lock) });
-    line
-}
+#[path = "common/s_lock.rs"]
+mod s_lock;
+use s_lock::s_lock;
 
 /// Every group's counters summed: all that the kernel counted for the
 /// traced tasks, classified or not (group 0 holds the unclassified).

@@ -3,30 +3,15 @@
 //! call-site names and spin for known durations.
 mod common;
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_int, CStr};
 
 use agent_common::stats::counter;
 use common::workload::{fork_child, now_ns, reap, set_comm, sleep_ns, spin_for, Gate, Shared};
 use pgpreempt::{agent::Agent, config::Config};
 
-/// PostgreSQL's `int s_lock(volatile slock_t *lock, const char *file, int line, const char *func)`.
-/// Here `lock` points at the spin duration in ns, and the return value (the
-/// number of sleeps) is `line`.
-///
-/// # Safety
-/// `lock` must point at a readable u64.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub unsafe extern "C" fn s_lock(
-    lock: *mut u64,
-    file: *const c_char,
-    line: c_int,
-    func: *const c_char,
-) -> c_int {
-    std::hint::black_box((file, func));
-    spin_for(unsafe { std::ptr::read_volatile(lock) });
-    line
-}
+#[path = "common/s_lock.rs"]
+mod s_lock;
+use s_lock::s_lock;
 
 /// (site, calls, ns per call, sleeps per call)
 const SITES: [(&CStr, u64, u64, c_int); 3] = [
