@@ -135,6 +135,10 @@ pub struct TaskLayout {
     /// `start_time` (u64, ns since boot): with the task's address, who the
     /// task is (a tid and a freed task_struct are both reused).
     pub start_time: u32,
+    /// `struct vm_area_struct`'s `vm_flags` (unsigned long) and `vm_file`
+    /// (a pointer): where a page fault lands.
+    pub vma_flags: u32,
+    pub vma_file: u32,
 }
 
 /// What the tracefs `format` files say about this kernel's tracepoints.

@@ -41,12 +41,67 @@ pub mod counter {
     pub const SPIN_DELAYS: usize = 15;
     /// Involuntary switch-outs while inside `s_lock`.
     pub const SPINNER_PREEMPTIONS: usize = 16;
+
+    // The memory side (README, "Memory stalls"). Page faults taken in user
+    // mode (`exceptions/page_fault_user`), by where the address lands:
+    /// The cluster's main shared memory segment (shared_buffers and the rest).
+    pub const FAULTS_MAIN_SHARED: usize = 17;
+    /// Other shared mappings: dynamic shared memory (`/dev/shm`), SysV.
+    pub const FAULTS_OTHER_SHARED: usize = 18;
+    /// Private anonymous memory (heap, stack, private mmap).
+    pub const FAULTS_PRIVATE: usize = 19;
+    /// Private file mappings (the binary, libraries, mapped files).
+    pub const FAULTS_FILE: usize = 20;
+    /// Of the faults above, those on huge-page (hugetlb) mappings.
+    pub const FAULTS_HUGETLB: usize = 21;
+    /// Faults taken while another process of the same cluster was inside
+    /// `s_lock` (the proxy for "a spinlock holder faulted").
+    pub const FAULTS_WHILE_OTHERS_SPIN: usize = 22;
+    /// Faults taken by a process while itself inside `s_lock`.
+    pub const FAULTS_WHILE_SPINNING: usize = 23;
+    /// Involuntary switch-outs while another process of the same cluster
+    /// was inside `s_lock`, and their off-CPU time.
+    pub const PREEMPTIONS_WHILE_OTHERS_SPIN: usize = 24;
+    pub const PREEMPTED_NS_WHILE_OTHERS_SPIN: usize = 25;
+    /// `mmap_lock` waits (from `mmap_lock_start_locking` to
+    /// `mmap_lock_acquire_returned`) of at most 1 µs, read and write, and the
+    /// time of all waits. Longer waits are counted by
+    /// `MMAP_LOCK_READ_SLOW`/`WRITE_SLOW` and in the shared histograms.
+    pub const MMAP_LOCK_READ_FAST: usize = 26;
+    pub const MMAP_LOCK_READ_WAIT_NS: usize = 27;
+    pub const MMAP_LOCK_WRITE_FAST: usize = 28;
+    pub const MMAP_LOCK_WRITE_WAIT_NS: usize = 29;
+
+    // Rare events: per-CPU per process, but one shared copy per group
+    // (`SharedGroupStats`, atomic adds), to keep the per-CPU maps small.
+    /// `mmap_lock` waits longer than 1 µs.
+    pub const MMAP_LOCK_READ_SLOW: usize = 30;
+    pub const MMAP_LOCK_WRITE_SLOW: usize = 31;
+    /// Direct reclaim (`mm_vmscan_direct_reclaim_begin/end`) in the task's
+    /// own context, and its time.
+    pub const RECLAIM_DIRECT: usize = 32;
+    pub const RECLAIM_DIRECT_NS: usize = 33;
+    /// Memory-cgroup reclaim (`mm_vmscan_memcg_reclaim_begin/end`).
+    pub const RECLAIM_MEMCG: usize = 34;
+    pub const RECLAIM_MEMCG_NS: usize = 35;
+    /// Compaction in the task's own context (`mm_compaction_begin/end`).
+    pub const COMPACTIONS: usize = 36;
+    pub const COMPACTION_NS: usize = 37;
+    /// NUMA balancing moved the task to another node (`sched_move_numa`,
+    /// `sched_swap_numa`).
+    pub const NUMA_MIGRATIONS: usize = 38;
+    /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
+    pub const PAGES_MIGRATED: usize = 39;
     /// Number of counters (the rest of the array is reserved).
-    pub const USED: usize = 17;
+    pub const USED: usize = 40;
 }
 
+/// Counters below this index are kept per CPU in [`GroupStats`]; the rest
+/// (rare events) in one shared copy per group ([`SharedGroupStats`]).
+pub const HOT_COUNTERS: usize = 30;
+
 /// Room for the counters that later measurements add, without a layout change.
-pub const NUM_COUNTERS: usize = 24;
+pub const NUM_COUNTERS: usize = 44;
 
 /// Counters, indexed by the constants in [`counter`].
 #[repr(C)]
@@ -71,8 +126,22 @@ pub mod hist_kind {
     pub const WAKEUP_LATENCY: usize = 1;
     /// Time blocked in one futex wait.
     pub const FUTEX_WAIT: usize = 2;
+    /// One `mmap_lock` wait, read and write (`le="1e-06"` from the per-CPU
+    /// `MMAP_LOCK_*_FAST` counters, the rest shared; see `counter`).
+    pub const MMAP_LOCK_READ_WAIT: usize = 3;
+    pub const MMAP_LOCK_WRITE_WAIT: usize = 4;
+    /// One direct reclaim, one memory-cgroup reclaim, one compaction.
+    pub const RECLAIM_DIRECT: usize = 5;
+    pub const RECLAIM_MEMCG: usize = 6;
+    pub const COMPACTION: usize = 7;
 }
+/// Histograms kept per CPU in [`GroupStats`].
 pub const NUM_HISTS: usize = 3;
+/// All histograms, as the agent presents a group ([`GroupTotals`]): the
+/// per-CPU ones, then those of [`SharedGroupStats`].
+pub const ALL_HISTS: usize = 8;
+/// Histograms in [`SharedGroupStats`] (kinds `NUM_HISTS..ALL_HISTS`).
+pub const SHARED_HISTS: usize = ALL_HISTS - NUM_HISTS;
 
 /// A log2 histogram (see [`crate::hist`]) with the exact sum of observations.
 #[repr(C)]
@@ -82,14 +151,45 @@ pub struct Hist {
     pub sum_ns: u64,
 }
 
-/// Everything the kernel aggregates for one group (one `cluster`,
+/// What the kernel aggregates per CPU for one group (one `cluster`,
 /// `backend_type` label set). Group ids are assigned by the agent; group 0
 /// holds events of processes that the agent has not classified yet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct GroupStats {
-    pub counters: Counters,
+    pub counters: [u64; HOT_COUNTERS],
     pub hists: [Hist; NUM_HISTS],
+}
+
+/// What the kernel aggregates for one group in a single copy (not per
+/// CPU), with atomic adds: events too rare to need a copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SharedGroupStats {
+    /// Counters `HOT_COUNTERS..NUM_COUNTERS`.
+    pub counters: [u64; NUM_COUNTERS - HOT_COUNTERS],
+    pub hists: [Hist; SHARED_HISTS],
+}
+
+/// One group as the agent presents it: the per-CPU part summed, plus the
+/// shared part, every counter and histogram by its index.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupTotals {
+    pub counters: Counters,
+    pub hists: [Hist; ALL_HISTS],
+}
+
+/// A cluster's main shared memory segment, as the agent found it in the
+/// postmaster's `/proc/PID/maps` (key: cluster id).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// `[start, end)` in the processes of the cluster (inherited at fork).
+    pub start: u64,
+    pub end: u64,
+    /// Non-zero: the segment is on huge pages (hugetlb).
+    pub huge: u32,
+    pub _pad: u32,
 }
 
 /// Group 0: processes seen by the kernel before the agent classified them.
@@ -143,7 +243,10 @@ pub mod diag {
     /// seen afterwards in the task's run count (`sched_info.pcount`): what
     /// they would have started (a futex wait, a preemption) is missing.
     pub const SWITCH_OUT_MISSED: usize = 6;
-    pub const NUM: usize = 7;
+    /// A page fault whose mapping could not be looked up (the process's
+    /// `mmap_lock` was taken for writing): counted in no region.
+    pub const FAULT_REGION_UNKNOWN: usize = 7;
+    pub const NUM: usize = 8;
 }
 
 /// How many recent involuntary off-CPU intervals each task keeps for

@@ -8,6 +8,8 @@ use crate::{
 // SAFETY: all are #[repr(C)], made of integers only, without padding.
 unsafe impl aya::Pod for Counters {}
 unsafe impl aya::Pod for GroupStats {}
+unsafe impl aya::Pod for crate::stats::SharedGroupStats {}
+unsafe impl aya::Pod for crate::stats::Segment {}
 unsafe impl aya::Pod for ProcInfo {}
 unsafe impl aya::Pod for TaskSeed {}
 unsafe impl aya::Pod for ProcEvent {}

@@ -7,13 +7,19 @@
 //! can run on that CPU between their load and store. They add atomically
 //! (`Sink::add_atomic`), a single instruction that nothing on the CPU can
 //! split; the scheduler programs' plain adds then cannot land inside one.
+//!
+//! Rare events (counters from `HOT_COUNTERS` on, the memory stall
+//! histograms) have one copy per group, not one per CPU
+//! (`SHARED_GROUP_STATS`): always added atomically.
 use agent_common::{
     config::MAX_GROUPS,
     hist::bucket_index,
-    stats::{counter, diag, hist_kind, Counters, GroupStats},
+    stats::{counter, diag, hist_kind, Counters, GroupStats, HOT_COUNTERS, NUM_HISTS},
 };
 
-use crate::maps::{atomic_add, bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS};
+use crate::maps::{
+    atomic_add, bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PROC_STATS, SHARED_GROUP_STATS,
+};
 
 /// Where one task's events are counted: its process and its group.
 /// Nullable raw pointers rather than `Option`s: the `None` path of an
@@ -21,6 +27,7 @@ use crate::maps::{atomic_add, bump_diag, TaskState, GROUP_STATS, PER_PROCESS, PR
 pub struct Sink {
     proc: *mut Counters,
     group: *mut GroupStats,
+    group_id: u32,
 }
 
 impl Sink {
@@ -46,7 +53,11 @@ impl Sink {
                 proc = p;
             }
         }
-        Self { proc, group: g }
+        Self {
+            proc,
+            group: g,
+            group_id: group,
+        }
     }
 
     #[inline(always)]
@@ -57,8 +68,10 @@ impl Sink {
         if !self.proc.is_null() {
             unsafe { (*self.proc).v[idx] += v };
         }
-        if !self.group.is_null() {
-            unsafe { (*self.group).counters.v[idx] += v };
+        if idx >= HOT_COUNTERS {
+            self.add_shared(idx, v);
+        } else if !self.group.is_null() {
+            unsafe { (*self.group).counters[idx] += v };
         }
     }
 
@@ -71,11 +84,85 @@ impl Sink {
         if !self.proc.is_null() {
             atomic_add(unsafe { core::ptr::addr_of_mut!((*self.proc).v[idx]) }, v);
         }
-        if !self.group.is_null() {
+        if idx >= HOT_COUNTERS {
+            self.add_shared(idx, v);
+        } else if !self.group.is_null() {
             atomic_add(
-                unsafe { core::ptr::addr_of_mut!((*self.group).counters.v[idx]) },
+                unsafe { core::ptr::addr_of_mut!((*self.group).counters[idx]) },
                 v,
             );
+        }
+    }
+
+    /// A rare counter of the group: its one shared copy, atomically.
+    #[inline(always)]
+    fn add_shared(&self, idx: usize, v: u64) {
+        if self.group.is_null() {
+            return; // a bad group id, counted in `new`
+        }
+        if let Some(s) = SHARED_GROUP_STATS.get_ptr_mut(self.group_id) {
+            if let Some(c) = unsafe { (*s).counters.get_mut(idx - HOT_COUNTERS) } {
+                atomic_add(c, v);
+            }
+        }
+    }
+
+    /// One observation in a shared histogram (`kind` from `NUM_HISTS`):
+    /// its bucket, and its sum unless `with_sum` is false.
+    #[inline(always)]
+    fn observe_shared(&self, kind: usize, ns: u64, with_sum: bool) {
+        if self.group.is_null() {
+            return;
+        }
+        let Some(s) = SHARED_GROUP_STATS.get_ptr_mut(self.group_id) else {
+            return;
+        };
+        if let Some(h) = unsafe { (*s).hists.get_mut(kind.wrapping_sub(NUM_HISTS)) } {
+            if let Some(b) = h.buckets.get_mut(bucket_index(ns)) {
+                atomic_add(b, 1);
+            }
+            if with_sum {
+                atomic_add(&mut h.sum_ns, ns);
+            }
+        }
+    }
+
+    /// One memory stall (reclaim or compaction): a count and a sum (per
+    /// process and group) and an observation in the group's histogram.
+    #[inline(always)]
+    pub fn stall(&self, count: usize, sum: usize, kind: usize, ns: u64) {
+        self.add(count, 1);
+        self.add(sum, ns);
+        self.observe_shared(kind, ns, true);
+    }
+
+    /// One `mmap_lock` wait. Waits of at most 1 µs, nearly all of them, are
+    /// counted per CPU (the histogram's first bucket); longer ones in the
+    /// shared histogram. The time of all of them is a per-CPU sum, which is
+    /// the histogram's sum.
+    #[inline(always)]
+    pub fn mmap_lock_wait(&self, write: bool, ns: u64) {
+        let (fast, slow, sum, kind) = if write {
+            (
+                counter::MMAP_LOCK_WRITE_FAST,
+                counter::MMAP_LOCK_WRITE_SLOW,
+                counter::MMAP_LOCK_WRITE_WAIT_NS,
+                hist_kind::MMAP_LOCK_WRITE_WAIT,
+            )
+        } else {
+            (
+                counter::MMAP_LOCK_READ_FAST,
+                counter::MMAP_LOCK_READ_SLOW,
+                counter::MMAP_LOCK_READ_WAIT_NS,
+                hist_kind::MMAP_LOCK_READ_WAIT,
+            )
+        };
+        self.add(sum, ns);
+        if bucket_index(ns) == 0 {
+            self.add(fast, 1);
+        } else {
+            self.add(slow, 1);
+            self.observe_shared(kind, ns, false);
         }
     }
 

@@ -17,6 +17,8 @@ mod lock_holder;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod memory;
+#[cfg(target_arch = "bpf")]
 mod process_exit;
 #[cfg(target_arch = "bpf")]
 mod sched_switch;

@@ -3,7 +3,10 @@
 use agent_common::{
     config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
     futex::SyscallLayout,
-    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, TaskSeed, HOLDER_HISTORY},
+    stats::{
+        diag, Counters, GroupStats, ProcInfo, Segment, SharedGroupStats, SpinKey, SpinStats,
+        TaskSeed, HOLDER_HISTORY,
+    },
 };
 use aya_ebpf::{
     macros::map,
@@ -23,6 +26,16 @@ pub const SLEPT: u32 = 4;
 /// preempted time. (Preempted while going to sleep, R+, the kernel does not
 /// count the wait: it is timed with the clock.)
 pub const QUEUED: u32 = 8;
+/// Its current involuntary off-CPU interval began while another process of
+/// its cluster was inside `s_lock`: its length is added to
+/// `PREEMPTED_NS_WHILE_OTHERS_SPIN` when it ends.
+pub const OTHERS_SPIN: u32 = 16;
+
+/// Kinds of memory stall in the low bits of `TaskState::stall_start_ns`.
+pub const STALL_RECLAIM_DIRECT: u64 = 1;
+pub const STALL_RECLAIM_MEMCG: u64 = 2;
+pub const STALL_COMPACTION: u64 = 3;
+pub const STALL_KIND_MASK: u64 = 3;
 
 /// One task's state, keyed by tid in `TASKS`. Created at the task's first
 /// traced switch-out (or its first switch-out after a reused tid, see
@@ -31,8 +44,11 @@ pub const QUEUED: u32 = 8;
 /// Writers: `sched_switch` for the task (switching out or in; it runs with
 /// preemption off, and one CPU at a time runs a task), `sched_waking` in the
 /// task's own context while it is running (`hist_counted`), and the task's
-/// own `s_lock` uprobes (`spin_start_ns`, `spin_site` only). Other tasks'
-/// programs read it (`futex_start_ns`, the history).
+/// own `s_lock` uprobes (`spin_start_ns`, `spin_site` only), and the memory
+/// programs in the task's own context (`memory`: labels on a first event,
+/// `mmap_lock_start_ns`, `stall_start_ns`; they run with preemption off and
+/// cannot run inside the task's uprobes). Other tasks' programs read it
+/// (`futex_start_ns`, the history).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct TaskState {
@@ -81,6 +97,13 @@ pub struct TaskState {
     /// When the task entered `s_lock` (0: not spinning), and the call site.
     pub spin_start_ns: u64,
     pub spin_site: u64,
+    /// When the task began to wait for an `mmap_lock` (0: not waiting);
+    /// bit 0 set for a write lock.
+    pub mmap_lock_start_ns: u64,
+    /// When its reclaim or compaction began (0: none), the kind
+    /// (`STALL_*`) in the low two bits. They do not nest: reclaim and
+    /// compaction run with `PF_MEMALLOC`, which stops both.
+    pub stall_start_ns: u64,
 }
 
 pub const EMPTY: TaskState = TaskState {
@@ -104,6 +127,8 @@ pub const EMPTY: TaskState = TaskState {
     evicted_end_ns: 0,
     spin_start_ns: 0,
     spin_site: 0,
+    mmap_lock_start_ns: 0,
+    stall_start_ns: 0,
 };
 
 /// Tracepoint field offsets, from tracefs.
@@ -132,6 +157,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     run_delay: 0,
     pcount: 0,
     start_time: 0,
+    vma_flags: 0,
+    vma_file: 0,
 });
 
 /// Which `comm`s are traced.
@@ -181,6 +208,22 @@ pub static PROC_INFO: HashMap<u32, ProcInfo> = HashMap::with_max_entries(8192, 0
 /// Counters and histograms per group (label set).
 #[map]
 pub static GROUP_STATS: PerCpuArray<GroupStats> = PerCpuArray::with_max_entries(MAX_GROUPS, 0);
+
+/// The rare events of each group, one copy (not per CPU), atomic adds.
+/// Size set by the agent (the groups).
+#[map]
+pub static SHARED_GROUP_STATS: Array<SharedGroupStats> = Array::with_max_entries(MAX_GROUPS, 0);
+
+/// Each cluster's main shared memory segment (key: cluster id), written by
+/// the agent.
+#[map]
+pub static SEGMENTS: Array<Segment> = Array::with_max_entries(MAX_GROUPS, 0);
+
+/// How many processes of each cluster are inside `s_lock` now (key:
+/// cluster id; atomic adds from the uprobes, and at the final switch-out of
+/// a task that died inside it).
+#[map]
+pub static SPINNERS: Array<u64> = Array::with_max_entries(MAX_GROUPS, 0);
 
 /// Bumped by the agent after it changes `PROC_INFO`; tasks cache their
 /// group and re-read it when this moves.

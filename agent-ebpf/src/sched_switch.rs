@@ -20,7 +20,11 @@ use crate::{
     account::Sink,
     futex,
     lock_holder::{close_open_interval, remember_preemption},
-    maps::{add_diag, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, QUEUED, SEEDS, SLEPT, TASKS},
+    maps::{
+        add_diag, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, OTHERS_SPIN, QUEUED, SEEDS, SLEPT,
+        TASKS,
+    },
+    memory::{others_spinning, spinners_add},
     task::{own_state, resolve_current, task, task_or_create, KernelTask},
 };
 
@@ -104,9 +108,19 @@ fn final_switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, cl
     }
     let tid = prev.pid();
     if found {
+        left_s_lock(ts);
         let _ = TASKS.remove(tid);
     }
     let _ = SEEDS.remove(tid);
+}
+
+/// A task that ends inside `s_lock` (killed, or a PANIC for a stuck
+/// spinlock) never returns from it: it stops counting as a spinner here.
+#[inline(always)]
+fn left_s_lock(ts: &TaskState) {
+    if ts.spin_start_ns != 0 {
+        spinners_add(ts.spin_cluster, -1);
+    }
 }
 
 /// Frees a task's state and its start-up seed at its end: the only place
@@ -114,7 +128,8 @@ fn final_switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, cl
 #[inline(always)]
 fn forget(prev: KernelTask) {
     let tid = prev.pid();
-    if own_state(prev).is_some() {
+    if let Some(ts) = own_state(prev) {
+        left_s_lock(ts);
         let _ = TASKS.remove(tid);
     }
     let _ = SEEDS.remove(tid);
@@ -147,7 +162,7 @@ fn account_switch_out(
         if ts.flags & SLEPT != 0 {
             sink.wakeup(waited);
         } else if ts.flags & QUEUED != 0 {
-            sink.preempted(waited);
+            preempted(ts, &sink, waited);
         }
     } else {
         first_switch_out(prev, &sink, run_delay, pcount);
@@ -172,6 +187,11 @@ fn account_switch_out(
         if ts.spin_start_ns != 0 {
             // Preempted while spinning in s_lock: its slice burned waiting.
             sink.add(counter::SPINNER_PREEMPTIONS, 1);
+        }
+        if others_spinning(ts) {
+            // Maybe the holder of the lock they spin on (README).
+            sink.add(counter::PREEMPTIONS_WHILE_OTHERS_SPIN, 1);
+            ts.flags |= OTHERS_SPIN;
         }
         ts.offcpu_ns = clock.now();
     } else {
@@ -213,9 +233,21 @@ fn switch_in(next: KernelTask, clock: &mut Clock) {
             // R+: the kernel keeps no count of this wait.
             let now = clock.now();
             remember_preemption(ts, ts.offcpu_ns, now);
-            Sink::of(ts).preempted(now.saturating_sub(ts.offcpu_ns));
+            let (sink, ns) = (Sink::of(ts), now.saturating_sub(ts.offcpu_ns));
+            preempted(ts, &sink, ns);
         }
         ts.offcpu_ns = 0;
+    }
+}
+
+/// A preemption interval ends: counted, and counted apart if it began
+/// while others of the cluster were inside `s_lock`.
+#[inline(always)]
+fn preempted(ts: &mut TaskState, sink: &Sink, ns: u64) {
+    sink.preempted(ns);
+    if ts.flags & OTHERS_SPIN != 0 {
+        ts.flags &= !OTHERS_SPIN;
+        sink.add(counter::PREEMPTED_NS_WHILE_OTHERS_SPIN, ns);
     }
 }
 
@@ -242,7 +274,8 @@ fn catch_up_missed_switch_in(ts: &mut TaskState, waited: u64, clock: &mut Clock)
         } else {
             let now = clock.now();
             remember_preemption(ts, ts.offcpu_ns, now);
-            Sink::of(ts).preempted(now.saturating_sub(ts.offcpu_ns));
+            let (sink, ns) = (Sink::of(ts), now.saturating_sub(ts.offcpu_ns));
+            preempted(ts, &sink, ns);
         }
         ts.offcpu_ns = 0;
     }

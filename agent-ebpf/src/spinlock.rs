@@ -23,6 +23,7 @@ use aya_log_ebpf::warn;
 use crate::{
     account::Sink,
     maps::{atomic_add, bump_diag, SPIN_SITES},
+    memory::spinners_add,
     task::{current_labels, task, KernelTask},
 };
 
@@ -46,6 +47,11 @@ pub fn s_lock_enter(ctx: ProbeContext) -> u32 {
     }
     let (_, cluster) = current_labels(ts);
     let func: u64 = ctx.arg(3).unwrap_or(0);
+    if ts.spin_start_ns != 0 {
+        // A return never seen (the uretprobe attached after the entry ran?):
+        // the task stops counting as a spinner of that cluster.
+        spinners_add(ts.spin_cluster, -1);
+    }
     ts.spin_site = func;
     ts.spin_cluster = cluster;
     ensure_site(
@@ -57,6 +63,9 @@ pub fn s_lock_enter(ctx: ProbeContext) -> u32 {
         },
     );
     ts.spin_start_ns = unsafe { bpf_ktime_get_ns() };
+    // After the start is stored: a switch-out in between undercounts
+    // the others (it takes this task for one of them only once it is).
+    spinners_add(cluster, 1);
     0
 }
 
@@ -70,6 +79,7 @@ pub fn s_lock_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let d = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    spinners_add(ts.spin_cluster, -1);
     ts.spin_start_ns = 0;
     let delays = ctx.ret::<i32>().max(0) as u64;
     let (group, _) = current_labels(ts);

@@ -4,7 +4,10 @@ use std::collections::HashMap;
 
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
-    stats::{diag, Counters, GroupStats, ProcInfo, SpinKey, SpinStats, TaskSeed},
+    stats::{
+        diag, Counters, GroupStats, GroupTotals, ProcInfo, Segment, SharedGroupStats, SpinKey,
+        SpinStats, TaskSeed,
+    },
 };
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 
@@ -19,6 +22,7 @@ use crate::{
     kernel::uprobes::Uprobes,
     postgres::groups::{Groups, Labels},
     postgres::processes::ProcFs,
+    postgres::shared_memory::{self, ClusterSegment},
     postgres::spin_sites::{SiteLabels, SpinSite},
     postgres::tracker::{KernelMaps, Tracker},
 };
@@ -26,7 +30,7 @@ use crate::{
 /// Everything a scrape shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub groups: Vec<(Labels, GroupStats)>,
+    pub groups: Vec<(Labels, GroupTotals)>,
     /// Live traced processes per label set.
     pub tracked: Vec<(Labels, u64)>,
     pub kernel: KernelInfo,
@@ -35,6 +39,20 @@ pub struct Snapshot {
     pub spin_sites: Vec<SpinSite>,
     /// Binaries whose `s_lock` could not be probed.
     pub uprobe_errors: u64,
+    /// Each cluster's main shared memory segment, where it was found.
+    pub shared_memory: Vec<SharedMemory>,
+}
+
+/// A cluster's main shared memory segment, for people.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedMemory {
+    pub cluster: String,
+    /// Its page size in bytes (4096, or the huge page size).
+    pub page_size: u64,
+    /// `on` (hugetlb), `partial` (4 kB pages, some on transparent huge
+    /// pages) or `off`.
+    pub huge_pages: &'static str,
+    pub size_bytes: u64,
 }
 
 /// Entries in the kernel's per-task and per-process maps.
@@ -71,6 +89,9 @@ pub struct Agent {
     /// When the programs were attached: counting starts here.
     pub attached_at: std::time::Instant,
     refreshes: u64,
+    /// Main shared memory segments by cluster id, with the process they
+    /// were read from (a new postmaster of the cluster reads it again).
+    segments: HashMap<u32, (u32, Option<ClusterSegment>)>,
 }
 
 /// The maps the agent writes or reads often, taken out of the `Ebpf`.
@@ -78,6 +99,8 @@ struct Maps {
     proc_info: BpfHashMap<MapData, u32, ProcInfo>,
     proc_stats: PerCpuHashMap<MapData, u32, Counters>,
     group_stats: PerCpuArray<MapData, GroupStats>,
+    shared_group_stats: Array<MapData, SharedGroupStats>,
+    segments: Array<MapData, Segment>,
     diag: PerCpuArray<MapData, u64>,
     generation: Array<MapData, u64>,
     generation_now: u64,
@@ -146,6 +169,8 @@ impl Agent {
             proc_info: take(&mut probes, "PROC_INFO")?,
             proc_stats: take(&mut probes, "PROC_STATS")?,
             group_stats: take(&mut probes, "GROUP_STATS")?,
+            shared_group_stats: take(&mut probes, "SHARED_GROUP_STATS")?,
+            segments: take(&mut probes, "SEGMENTS")?,
             diag: take(&mut probes, "DIAG")?,
             generation: take(&mut probes, "GENERATION")?,
             generation_now: 0,
@@ -185,7 +210,9 @@ impl Agent {
             kernel: KernelInfo::read(),
             attached_at,
             refreshes: 0,
+            segments: HashMap::new(),
         };
+        agent.tracker.added = agent.tracker.procs.keys().copied().collect();
         agent.attach_new_binaries();
         Ok(agent)
     }
@@ -218,14 +245,77 @@ impl Agent {
         self.attach_new_binaries();
     }
 
-    /// Probes `s_lock` in the binaries of processes added since last time.
+    /// Probes `s_lock` in the binaries of processes added since last time,
+    /// and learns the main shared memory segment of new clusters.
     fn attach_new_binaries(&mut self) {
         let added = std::mem::take(&mut self.tracker.added);
+        for &pid in &added {
+            self.learn_segment(pid);
+        }
         if let Some(u) = self.uprobes.as_mut() {
             for pid in added {
                 u.ensure(&mut self.probes.ebpf, pid);
             }
         }
+    }
+
+    /// Reads the main shared memory segment of a new process's cluster if
+    /// it is not known yet, or if the process is a postmaster (a restarted
+    /// cluster maps a new one). Processes of one cluster inherit it at one
+    /// address; the kernel programs count faults in that range.
+    fn learn_segment(&mut self, pid: u32) {
+        let Some(t) = self.tracker.procs.get(&pid) else {
+            return;
+        };
+        let cluster = t.cluster_id;
+        if cluster == 0 || cluster >= agent_common::config::MAX_GROUPS {
+            return;
+        }
+        let postmaster = t.class.backend_type == "postmaster";
+        match self.segments.get(&cluster) {
+            Some((from, _)) if !postmaster || *from == pid => return,
+            _ => {}
+        }
+        let found = shared_memory::of_process(std::path::Path::new("/proc"), pid);
+        let segment = found.as_ref().map(|f| f.segment).unwrap_or_default();
+        if let Err(e) = self.maps.segments.set(cluster, segment, 0) {
+            log::warn!("cannot record the shared memory of cluster {cluster}: {e}");
+            return;
+        }
+        if let Some(f) = &found {
+            log::debug!(
+                "cluster {cluster}: main shared memory {:#x}-{:#x} ({})",
+                f.segment.start,
+                f.segment.end,
+                f.huge_pages.summary
+            );
+        }
+        self.segments.insert(cluster, (pid, found));
+    }
+
+    /// The clusters' main shared memory segments as found.
+    pub fn shared_memory(&self) -> Vec<SharedMemory> {
+        let mut out: Vec<SharedMemory> = self
+            .segments
+            .iter()
+            .filter_map(|(&id, (_, seg))| {
+                let seg = seg.as_ref()?;
+                let cluster = self.tracker.groups.cluster_name(id)?.to_string();
+                let h = &seg.huge_pages;
+                Some(SharedMemory {
+                    cluster,
+                    page_size: h.page_size_kb.max(4) * 1024,
+                    huge_pages: match h.state {
+                        shared_memory::State::On => "on",
+                        shared_memory::State::Partial => "partial",
+                        shared_memory::State::Off => "off",
+                    },
+                    size_bytes: h.size_kb * 1024,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+        out
     }
 
     /// Spinlock call sites, per cluster, with capped labels.
@@ -298,10 +388,11 @@ impl Agent {
             .map(|d| d.counters)
     }
 
-    /// One group's statistics, summed over CPUs.
-    pub fn group_stats(&self, group: u32) -> Option<GroupStats> {
+    /// One group's statistics, summed over CPUs, with its shared part.
+    pub fn group_stats(&self, group: u32) -> Option<GroupTotals> {
         let v = self.maps.group_stats.get(&group, 0).ok()?;
-        Some(snapshot::sum_groups(v.iter()))
+        let shared = self.maps.shared_group_stats.get(&group, 0).ok();
+        Some(snapshot::sum_groups(v.iter(), shared.as_ref()))
     }
 
     pub fn diag(&self) -> [u64; diag::NUM] {
@@ -391,6 +482,7 @@ impl Agent {
             diag: self.diag(),
             spin_sites,
             uprobe_errors: self.uprobes.as_ref().map_or(0, |u| u.errors),
+            shared_memory: self.shared_memory(),
         }
     }
 

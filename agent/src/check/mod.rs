@@ -2,11 +2,11 @@
 //! A few readable lines (or `--json`), and a non-zero exit when tracing
 //! cannot work. Everything is read under a host root (`/`, or a fixture
 //! tree in tests) so that every branch is tested on constructed inputs.
-pub mod huge_pages;
 pub mod map_memory;
 pub mod postgres;
 pub mod rseq;
 
+use crate::postgres::shared_memory;
 use std::{
     fmt::Write,
     path::{Path, PathBuf},
@@ -355,7 +355,7 @@ pub fn render(c: &CheckReport) -> String {
     for cl in &c.clusters {
         let _ = writeln!(out, "  {}", cl.data_directory);
         let hp = match &cl.huge_pages {
-            Some(h) if h.state == huge_pages::State::On => cl.huge_pages_detail.clone(),
+            Some(h) if h.state == shared_memory::State::On => cl.huge_pages_detail.clone(),
             Some(_) => format!("WARNING: {}", cl.huge_pages_detail),
             None => format!("unknown: {}", cl.huge_pages_detail),
         };
@@ -599,7 +599,7 @@ mod tests {
         assert!(!cl.s_lock_probeable, "a shell script has no s_lock");
         assert_eq!(
             cl.huge_pages.as_ref().unwrap().state,
-            huge_pages::State::Off
+            shared_memory::State::Off
         );
         let text = render(&c);
         assert!(text.starts_with("pgpreempt check: tracing can work on this host\n"));
@@ -637,7 +637,10 @@ mod tests {
         h.write("bin/postgres", "#!/bin/sh\nexit 1\n");
         let c = h.check(rseq::Probe::Unknown, None);
         let cl = &c.clusters[0];
-        assert_eq!(cl.huge_pages.as_ref().unwrap().state, huge_pages::State::On);
+        assert_eq!(
+            cl.huge_pages.as_ref().unwrap().state,
+            shared_memory::State::On
+        );
         assert_eq!(cl.version.as_deref(), Some("16"));
         assert!(cl
             .version_source

@@ -9,7 +9,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::huge_pages::{self, HugePages};
+use crate::postgres::shared_memory::{self, HugePages};
 use crate::{
     kernel::uprobes::SYMBOL, postgres::backend_type::parse_title, postgres::processes::ProcFs,
 };
@@ -162,7 +162,7 @@ pub fn find(proc_root: &Path, version_of: &dyn Fn(&Path) -> Option<String>) -> V
         };
         let smaps_path = proc_root.join(pid.to_string()).join("smaps");
         let (huge_pages, huge_pages_detail) = match std::fs::read_to_string(&smaps_path) {
-            Ok(text) => match huge_pages::assess(&text) {
+            Ok(text) => match shared_memory::assess(&text) {
                 Some(h) => {
                     let s = h.summary.clone();
                     (Some(h), s)

@@ -76,7 +76,7 @@ pub fn histogram_metric(labels: Vec<LabelPair>, h: &Hist) -> Metric {
 /// Every metric family of a snapshot.
 pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let c = |idx: usize| move |g: &agent_common::stats::GroupStats| g.counters.v[idx] as f64;
+    let c = |idx: usize| move |g: &agent_common::stats::GroupTotals| g.counters.v[idx] as f64;
 
     let mut switches = Vec::new();
     for (l, g) in &s.groups {

@@ -23,6 +23,9 @@ pub enum Hook {
     /// A tp_btf program on this raw tracepoint: called with the tracepoint's
     /// arguments (task pointers), without a formatted record.
     Btf(&'static str),
+    /// The same on a tracepoint that only some kernels have (category, name
+    /// as tracefs shows them): not attached where it is missing.
+    OptionalBtf(&'static str, &'static str),
     /// A classic tracepoint (category, name); `required` unless it is one
     /// that only some kernels have.
     Tracepoint(&'static str, &'static str, bool),
@@ -35,10 +38,77 @@ pub enum Hook {
 /// syscall path every task would pay for. Wakeup latency is the growth of
 /// the task's own run-queue time (`sched_info.run_delay`) read at
 /// `sched_switch`: no wakeup program.
+///
+/// The memory programs (README, "Memory stalls") attach where the kernel
+/// has their tracepoints; `pgpreempt check` says which it has.
 pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
     ("sched_waking", Hook::Btf("sched_waking")),
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
+    MEMORY_PROGRAMS[0],
+    MEMORY_PROGRAMS[1],
+    MEMORY_PROGRAMS[2],
+    MEMORY_PROGRAMS[3],
+    MEMORY_PROGRAMS[4],
+    MEMORY_PROGRAMS[5],
+    MEMORY_PROGRAMS[6],
+    MEMORY_PROGRAMS[7],
+    MEMORY_PROGRAMS[8],
+    MEMORY_PROGRAMS[9],
+    MEMORY_PROGRAMS[10],
+    MEMORY_PROGRAMS[11],
+];
+
+/// The memory programs and their tracepoints.
+pub const MEMORY_PROGRAMS: [(&str, Hook); 12] = [
+    (
+        "page_fault_user",
+        Hook::OptionalBtf("exceptions", "page_fault_user"),
+    ),
+    (
+        "mmap_lock_start_locking",
+        Hook::OptionalBtf("mmap_lock", "mmap_lock_start_locking"),
+    ),
+    (
+        "mmap_lock_acquire_returned",
+        Hook::OptionalBtf("mmap_lock", "mmap_lock_acquire_returned"),
+    ),
+    (
+        "direct_reclaim_begin",
+        Hook::OptionalBtf("vmscan", "mm_vmscan_direct_reclaim_begin"),
+    ),
+    (
+        "direct_reclaim_end",
+        Hook::OptionalBtf("vmscan", "mm_vmscan_direct_reclaim_end"),
+    ),
+    (
+        "memcg_reclaim_begin",
+        Hook::OptionalBtf("vmscan", "mm_vmscan_memcg_reclaim_begin"),
+    ),
+    (
+        "memcg_reclaim_end",
+        Hook::OptionalBtf("vmscan", "mm_vmscan_memcg_reclaim_end"),
+    ),
+    (
+        "compaction_begin",
+        Hook::OptionalBtf("compaction", "mm_compaction_begin"),
+    ),
+    (
+        "compaction_end",
+        Hook::OptionalBtf("compaction", "mm_compaction_end"),
+    ),
+    (
+        "sched_move_numa",
+        Hook::OptionalBtf("sched", "sched_move_numa"),
+    ),
+    (
+        "sched_swap_numa",
+        Hook::OptionalBtf("sched", "sched_swap_numa"),
+    ),
+    (
+        "mm_migrate_pages",
+        Hook::OptionalBtf("migrate", "mm_migrate_pages"),
+    ),
 ];
 
 /// `BPF_F_NO_PREALLOC`: a hash map that allocates its elements as they are
@@ -140,6 +210,7 @@ impl Probes {
             // "Map memory"). PROC_STATS's flags are set below (MapSizes).
             .map_max_entries("PROC_STATS", sizes.proc_stats)
             .map_max_entries("GROUP_STATS", sizes.groups)
+            .map_max_entries("SHARED_GROUP_STATS", sizes.groups)
             .map_max_entries("SPIN_SITES", sizes.spin_sites);
         let object = with_map_flags(EBPF_OBJECT, "PROC_STATS", sizes.proc_stats_flags)
             .map_err(AgentError::Load)?;
@@ -192,7 +263,7 @@ impl Probes {
     fn load_one(&mut self, name: &'static str, hook: Hook) -> Result<(), AgentError> {
         let program = program(&mut self.ebpf, name)?;
         match hook {
-            Hook::Btf(tp) => {
+            Hook::Btf(tp) | Hook::OptionalBtf(_, tp) => {
                 let prog: &mut BtfTracePoint = program
                     .try_into()
                     .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
@@ -222,7 +293,7 @@ impl Probes {
         };
         let program = program(&mut self.ebpf, name)?;
         match hook {
-            Hook::Btf(_) => {
+            Hook::Btf(_) | Hook::OptionalBtf(..) => {
                 let prog: &mut BtfTracePoint = program
                     .try_into()
                     .map_err(|e: ProgramError| AgentError::Load(e.to_string()))?;
@@ -242,7 +313,7 @@ impl Probes {
     /// False for an optional tracepoint this kernel lacks.
     fn on_this_kernel(&self, hook: Hook) -> bool {
         match hook {
-            Hook::Tracepoint(category, tp, false) => {
+            Hook::Tracepoint(category, tp, false) | Hook::OptionalBtf(category, tp) => {
                 self.tracefs.join("events").join(category).join(tp).exists()
             }
             _ => true,

@@ -1,7 +1,10 @@
 //! Reading the kernel's aggregates: per-CPU values summed, per group and
 //! per process, and the names of the kernel's health counters. Plain data,
 //! so the outputs can be tested without BPF.
-use agent_common::stats::{diag, Counters, GroupStats, Hist, NUM_COUNTERS, NUM_HISTS};
+use agent_common::stats::{
+    counter, diag, hist_kind, Counters, GroupStats, GroupTotals, Hist, SharedGroupStats, ALL_HISTS,
+    HOT_COUNTERS, NUM_COUNTERS, NUM_HISTS,
+};
 
 /// Adds `b` into `a`, element by element.
 pub fn add_counters(a: &mut Counters, b: &Counters) {
@@ -17,26 +20,89 @@ pub fn add_hist(a: &mut Hist, b: &Hist) {
     a.sum_ns = a.sum_ns.wrapping_add(b.sum_ns);
 }
 
-pub fn zero_group() -> GroupStats {
-    GroupStats {
+const ZERO_HIST: Hist = Hist {
+    buckets: [0; agent_common::hist::HIST_BUCKETS],
+    sum_ns: 0,
+};
+
+pub fn zero_group() -> GroupTotals {
+    GroupTotals {
         counters: Counters::zeroed(),
-        hists: [Hist {
-            buckets: [0; agent_common::hist::HIST_BUCKETS],
-            sum_ns: 0,
-        }; NUM_HISTS],
+        hists: [ZERO_HIST; ALL_HISTS],
     }
 }
 
-/// Sums per-CPU copies of a group's statistics.
-pub fn sum_groups<'a>(per_cpu: impl IntoIterator<Item = &'a GroupStats>) -> GroupStats {
+/// Adds two groups' totals.
+pub fn add_group(a: &mut GroupTotals, b: &GroupTotals) {
+    add_counters(&mut a.counters, &b.counters);
+    for (x, y) in a.hists.iter_mut().zip(b.hists.iter()) {
+        add_hist(x, y);
+    }
+}
+
+/// A group's totals: its per-CPU copies summed, plus its shared copy.
+///
+/// The `mmap_lock` wait histograms are assembled here: waits of at most
+/// 1 µs are per-CPU counters (the first bucket), longer ones are in the
+/// shared histograms, and the time of all of them is a per-CPU sum.
+pub fn sum_groups<'a>(
+    per_cpu: impl IntoIterator<Item = &'a GroupStats>,
+    shared: Option<&SharedGroupStats>,
+) -> GroupTotals {
     let mut total = zero_group();
     for g in per_cpu {
-        add_counters(&mut total.counters, &g.counters);
+        for (x, y) in total.counters.v.iter_mut().zip(g.counters.iter()) {
+            *x = x.wrapping_add(*y);
+        }
         for (a, b) in total.hists.iter_mut().zip(g.hists.iter()) {
             add_hist(a, b);
         }
     }
+    if let Some(s) = shared {
+        for (x, y) in total.counters.v[HOT_COUNTERS..]
+            .iter_mut()
+            .zip(s.counters.iter())
+        {
+            *x = x.wrapping_add(*y);
+        }
+        for (a, b) in total.hists[NUM_HISTS..].iter_mut().zip(s.hists.iter()) {
+            add_hist(a, b);
+        }
+    }
+    for (kind, fast, sum) in [
+        (
+            hist_kind::MMAP_LOCK_READ_WAIT,
+            counter::MMAP_LOCK_READ_FAST,
+            counter::MMAP_LOCK_READ_WAIT_NS,
+        ),
+        (
+            hist_kind::MMAP_LOCK_WRITE_WAIT,
+            counter::MMAP_LOCK_WRITE_FAST,
+            counter::MMAP_LOCK_WRITE_WAIT_NS,
+        ),
+    ] {
+        let h = &mut total.hists[kind];
+        h.buckets[0] = h.buckets[0].wrapping_add(total.counters.v[fast]);
+        h.sum_ns = total.counters.v[sum];
+    }
     total
+}
+
+/// `mmap_lock` waits, read and write, in a set of counters (per process or
+/// per group): the fast ones plus the slow ones.
+pub fn mmap_lock_waits(c: &Counters) -> (u64, u64) {
+    (
+        c.v[counter::MMAP_LOCK_READ_FAST] + c.v[counter::MMAP_LOCK_READ_SLOW],
+        c.v[counter::MMAP_LOCK_WRITE_FAST] + c.v[counter::MMAP_LOCK_WRITE_SLOW],
+    )
+}
+
+/// Page faults in every region.
+pub fn page_faults(c: &Counters) -> u64 {
+    c.v[counter::FAULTS_MAIN_SHARED]
+        + c.v[counter::FAULTS_OTHER_SHARED]
+        + c.v[counter::FAULTS_PRIVATE]
+        + c.v[counter::FAULTS_FILE]
 }
 
 /// Sums per-CPU copies of a process's counters.
@@ -48,7 +114,7 @@ pub fn sum_counters<'a>(per_cpu: impl IntoIterator<Item = &'a Counters>) -> Coun
     total
 }
 
-pub fn is_zero(g: &GroupStats) -> bool {
+pub fn is_zero(g: &GroupTotals) -> bool {
     g.counters.v.iter().all(|&v| v == 0)
         && g.hists.iter().all(|h| h.buckets.iter().all(|&b| b == 0))
 }
@@ -63,6 +129,7 @@ pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [
     ("spin_sites_full", diag::SPIN_SITES_FULL),
     ("switch_in_missed", diag::SWITCH_IN_MISSED),
     ("switch_out_missed", diag::SWITCH_OUT_MISSED),
+    ("fault_region_unknown", diag::FAULT_REGION_UNKNOWN),
 ];
 
 /// The reasons above that are scheduler events the kernel did not run the
@@ -86,6 +153,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sum_groups_of(g: [&GroupTotals; 2]) -> GroupTotals {
+        let mut s = zero_group();
+        add_group(&mut s, g[0]);
+        add_group(&mut s, g[1]);
+        s
+    }
+
+    #[test]
+    fn shared_and_per_cpu_parts_make_one_group() {
+        let zero = GroupStats {
+            counters: [0; HOT_COUNTERS],
+            hists: [ZERO_HIST; NUM_HISTS],
+        };
+        let mut a = zero;
+        a.counters[counter::FAULTS_PRIVATE] = 3;
+        a.counters[counter::MMAP_LOCK_READ_FAST] = 10;
+        a.counters[counter::MMAP_LOCK_READ_WAIT_NS] = 9_000;
+        let mut b = zero;
+        b.counters[counter::MMAP_LOCK_READ_FAST] = 5;
+        b.counters[counter::MMAP_LOCK_READ_WAIT_NS] = 1_000;
+        let mut shared = SharedGroupStats {
+            counters: [0; NUM_COUNTERS - HOT_COUNTERS],
+            hists: [ZERO_HIST; agent_common::stats::SHARED_HISTS],
+        };
+        shared.counters[counter::RECLAIM_MEMCG - HOT_COUNTERS] = 2;
+        shared.counters[counter::MMAP_LOCK_READ_SLOW - HOT_COUNTERS] = 1;
+        let slow = &mut shared.hists[hist_kind::MMAP_LOCK_READ_WAIT - NUM_HISTS];
+        slow.buckets[2] = 1;
+        slow.sum_ns = 12345; // not used: the per-CPU sum is the sum
+        let t = sum_groups([&a, &b], Some(&shared));
+        assert_eq!(t.counters.v[counter::FAULTS_PRIVATE], 3);
+        assert_eq!(t.counters.v[counter::RECLAIM_MEMCG], 2);
+        let h = &t.hists[hist_kind::MMAP_LOCK_READ_WAIT];
+        assert_eq!(h.buckets[0], 15);
+        assert_eq!(h.buckets[2], 1);
+        assert_eq!(h.sum_ns, 10_000);
+        assert_eq!(mmap_lock_waits(&t.counters), (16, 0));
+        assert!(!is_zero(&t));
+    }
+
+    #[test]
     fn per_cpu_values_sum_elementwise() {
         let mut a = zero_group();
         a.counters.v[1] = 5;
@@ -96,7 +204,7 @@ mod tests {
         b.hists[0].buckets[3] = 1;
         b.hists[0].buckets[24] = 4;
         b.hists[0].sum_ns = 50;
-        let s = sum_groups([&a, &b]);
+        let s = sum_groups_of([&a, &b]);
         assert_eq!(s.counters.v[1], 12);
         assert_eq!(s.hists[0].buckets[3], 3);
         assert_eq!(s.hists[0].buckets[24], 4);

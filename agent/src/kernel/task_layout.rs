@@ -89,41 +89,47 @@ pub fn syscalls_from_btf(
 
 /// Finds the fields in parsed BTF.
 pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
-    let unsupported = |what: String| AgentError::KernelUnsupported(what);
-    let task = struct_named(btf, "task_struct")?;
-    // A field at `path` (a member, or a member of a struct member).
-    let field = |path: &[&str], size: usize| -> Result<u32, AgentError> {
-        let dotted = path.join(".");
-        let missing = || {
-            let mut m = format!("task_struct has no `{dotted}` in BTF");
-            if path[0] == "sched_info" {
-                m.push_str(" (build the kernel with CONFIG_SCHED_INFO=y, which schedstat needs)");
-            }
-            unsupported(m)
-        };
-        let (mut bits, mut ty) = find_member(btf, &task, path[0], 0).ok_or_else(missing)?;
-        for name in &path[1..] {
-            let Type::Struct(inner) = &ty else {
-                return Err(missing());
-            };
-            (bits, ty) = find_member(btf, inner, name, bits).ok_or_else(missing)?;
-        }
-        let actual = type_size(btf, &ty);
-        if bits % 8 != 0 || actual != Some(size) {
-            return Err(unsupported(format!(
-                "task_struct.{dotted} is not a {size}-byte field (bit offset {bits}, size {actual:?})"
-            )));
-        }
-        Ok(bits / 8)
-    };
+    let task = |path: &[&str], size: usize| field(btf, "task_struct", path, size);
+    let vma = |path: &[&str], size: usize| field(btf, "vm_area_struct", path, size);
     Ok(TaskLayout {
-        pid: field(&["pid"], 4)?,
-        tgid: field(&["tgid"], 4)?,
-        comm: field(&["comm"], COMM_LEN)?,
-        run_delay: field(&["sched_info", "run_delay"], 8)?,
-        pcount: field(&["sched_info", "pcount"], std::mem::size_of::<usize>())?,
-        start_time: field(&["start_time"], 8)?,
+        pid: task(&["pid"], 4)?,
+        tgid: task(&["tgid"], 4)?,
+        comm: task(&["comm"], COMM_LEN)?,
+        run_delay: task(&["sched_info", "run_delay"], 8)?,
+        pcount: task(&["sched_info", "pcount"], std::mem::size_of::<usize>())?,
+        start_time: task(&["start_time"], 8)?,
+        vma_flags: vma(&["vm_flags"], std::mem::size_of::<usize>())?,
+        vma_file: vma(&["vm_file"], std::mem::size_of::<usize>())?,
     })
+}
+
+/// The byte offset of the field at `path` in struct `ty` (a member, or a
+/// member of a struct member), checked to be `size` bytes.
+fn field(btf: &Btf, ty: &str, path: &[&str], size: usize) -> Result<u32, AgentError> {
+    let unsupported = |what: String| AgentError::KernelUnsupported(what);
+    let outer = struct_named(btf, ty)?;
+    let dotted = path.join(".");
+    let missing = || {
+        let mut m = format!("{ty} has no `{dotted}` in BTF");
+        if path[0] == "sched_info" {
+            m.push_str(" (build the kernel with CONFIG_SCHED_INFO=y, which schedstat needs)");
+        }
+        unsupported(m)
+    };
+    let (mut bits, mut found) = find_member(btf, &outer, path[0], 0).ok_or_else(missing)?;
+    for name in &path[1..] {
+        let Type::Struct(inner) = &found else {
+            return Err(missing());
+        };
+        (bits, found) = find_member(btf, inner, name, bits).ok_or_else(missing)?;
+    }
+    let actual = type_size(btf, &found);
+    if bits % 8 != 0 || actual != Some(size) {
+        return Err(unsupported(format!(
+            "{ty}.{dotted} is not a {size}-byte field (bit offset {bits}, size {actual:?})"
+        )));
+    }
+    Ok(bits / 8)
 }
 
 /// The (complete) struct called `name`.
@@ -190,8 +196,8 @@ fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
 pub fn describe(l: &TaskLayout) -> String {
     format!(
         "task_struct: pid at {}, tgid at {}, comm at {}, sched_info.run_delay at {}, \
-         sched_info.pcount at {}, start_time at {}",
-        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time
+         sched_info.pcount at {}, start_time at {}; vm_area_struct: vm_flags at {}, vm_file at {}",
+        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time, l.vma_flags, l.vma_file
     )
 }
 

@@ -1,8 +1,10 @@
 //! What the agent knows about PostgreSQL: its processes and their backend
 //! types (from /proc), the label sets (cluster, backend type) they are
-//! counted under, the table of traced processes, and spinlock call sites.
+//! counted under, the table of traced processes, spinlock call sites, and
+//! where each cluster's shared memory lies.
 pub mod backend_type;
 pub mod groups;
 pub mod processes;
+pub mod shared_memory;
 pub mod spin_sites;
 pub mod tracker;

@@ -5,7 +5,7 @@
 //! half is plain data so that it is tested without BPF.
 use std::collections::{BTreeMap, HashSet};
 
-use agent_common::stats::{hist_kind, Counters, GroupStats, Hist};
+use agent_common::stats::{hist_kind, Counters, GroupTotals, Hist};
 
 use crate::{
     agent::Agent,
@@ -154,7 +154,7 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
     }
 
     // Groups: one per label set (a label set that overflowed shares one).
-    let mut groups: BTreeMap<Labels, GroupStats> = BTreeMap::new();
+    let mut groups: BTreeMap<Labels, GroupTotals> = BTreeMap::new();
     for (labels, stats) in &s.snapshot.groups {
         if !keep(&labels.cluster) {
             continue;
@@ -278,7 +278,7 @@ mod tests {
         c
     }
 
-    fn group(invol: u64, hist_bucket: usize) -> GroupStats {
+    fn group(invol: u64, hist_bucket: usize) -> GroupTotals {
         let mut g = snapshot::zero_group();
         g.counters = counters(invol, invol * 1000);
         g.hists[hist_kind::PREEMPTED].buckets[hist_bucket] = invol;

@@ -1,5 +1,7 @@
-//! Whether a PostgreSQL cluster's main shared memory segment is on huge
-//! pages, from `/proc/<postmaster>/smaps`. The Linux 7.0 slowdown was
+//! Where a PostgreSQL cluster's main shared memory segment lies and
+//! whether it is on huge pages, from `/proc/<postmaster>/smaps`: the kernel
+//! programs count the faults that land in it (README, "Memory stalls"), and
+//! `check` judges its page size. The Linux 7.0 slowdown was
 //! largely minor page faults taken while holding a spinlock, with shared
 //! buffers on 4 kB pages; `huge_pages=on` removed most of it.
 //!
@@ -9,11 +11,15 @@
 //! `/SYSV<key> (deleted)` (`shared_memory_type=sysv`; PostgreSQL's small
 //! interlock segment is one too, but never the largest). Dynamic shared
 //! memory under `/dev/shm` is not the main segment.
+use agent_common::stats::Segment;
 use serde::Serialize;
 
 /// One mapping of an smaps file: its header and the `kB` fields we read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapping {
+    /// `[start, end)` in the process.
+    pub start: u64,
+    pub end: u64,
     pub perms: String,
     pub path: String,
     pub size_kb: u64,
@@ -30,6 +36,9 @@ pub fn parse(text: &str) -> Vec<Mapping> {
         let mut words = line.split_whitespace();
         let Some(first) = words.next() else { continue };
         if is_range(first) {
+            let (start, end) = first.split_once('-').unwrap_or_default();
+            let start = u64::from_str_radix(start, 16).unwrap_or(0);
+            let end = u64::from_str_radix(end, 16).unwrap_or(0);
             let perms = words.next().unwrap_or("").to_string();
             // offset, device, inode, then the path (which may hold spaces).
             let path = line
@@ -38,6 +47,8 @@ pub fn parse(text: &str) -> Vec<Mapping> {
                 .collect::<Vec<_>>()
                 .join(" ");
             out.push(Mapping {
+                start,
+                end,
                 perms,
                 path,
                 ..Mapping::default()
@@ -114,8 +125,41 @@ pub struct HugePages {
 
 /// Judges the main segment of a postmaster's smaps (None: no segment found).
 pub fn assess(smaps: &str) -> Option<HugePages> {
-    let maps = parse(smaps);
+    assess_mapping(main_segment(&parse(smaps))?)
+}
+
+/// A cluster's main segment as the kernel programs use it, and its page
+/// size as people read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSegment {
+    pub segment: Segment,
+    pub huge_pages: HugePages,
+}
+
+/// The main segment of process `pid` (any process of the cluster: children
+/// inherit the postmaster's mapping at the same address), from its smaps.
+pub fn of_process(proc_root: &std::path::Path, pid: u32) -> Option<ClusterSegment> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps")).ok()?;
+    from_smaps(&text)
+}
+
+/// The same, from smaps text.
+pub fn from_smaps(text: &str) -> Option<ClusterSegment> {
+    let maps = parse(text);
     let m = main_segment(&maps)?;
+    let huge_pages = assess_mapping(m)?;
+    Some(ClusterSegment {
+        segment: Segment {
+            start: m.start,
+            end: m.end,
+            huge: u32::from(huge_pages.state == State::On),
+            _pad: 0,
+        },
+        huge_pages,
+    })
+}
+
+fn assess_mapping(m: &Mapping) -> Option<HugePages> {
     let thp_kb = m.anon_huge_kb + m.shmem_pmd_kb;
     let state =
         if m.kernel_page_size_kb > 4 || m.hugetlb_kb > 0 || m.path.starts_with("/anon_hugepage") {

@@ -1,0 +1,339 @@
+//! The memory side: page faults by where they land, faults and preemptions
+//! while other processes of the cluster spin, reclaim and compaction
+//! stalls, `mmap_lock` waits, NUMA migrations. One tp_btf program per
+//! tracepoint; each leaves at once for a task whose `comm` is not traced.
+//!
+//! These programs run in the task's own context with preemption off (a
+//! tracepoint), so they cannot run inside the task's own uprobes (those run
+//! in the kernel, the fault tracepoint fires for faults taken in user mode)
+//! nor inside its `sched_switch`: their writes to the task's state cannot
+//! interleave with the other writers (see `TaskState`).
+use agent_common::stats::{counter, diag, hist_kind};
+use aya_ebpf::{
+    helpers::{bpf_find_vma, bpf_ktime_get_ns},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+
+use crate::{
+    account::Sink,
+    maps::{
+        atomic_add, bump_diag, task_layout, TaskState, SEGMENTS, SPINNERS, STALL_COMPACTION,
+        STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
+    },
+    task::{resolve_current, task, task_or_create, KernelTask},
+};
+
+/// `vm_flags` bits (include/linux/mm.h; the same on every architecture).
+const VM_SHARED: u64 = 0x0000_0008;
+const VM_HUGETLB: u64 = 0x0040_0000;
+
+/// The running task's state if it is traced, created on its first event
+/// (a new backend faults before it first switches out).
+#[inline(always)]
+fn traced_current(ctx: &BtfTracePointContext) -> Option<&'static mut TaskState> {
+    let t = KernelTask::current();
+    if !t.comm_traced() {
+        return None;
+    }
+    let ts = task_or_create(ctx, t)?;
+    if !resolve_current(ctx, ts) {
+        return None;
+    }
+    Some(ts)
+}
+
+/// How many processes of `cluster` are inside `s_lock`, less the task
+/// itself. Cluster 0 (processes not classified yet) has no peers.
+#[inline(always)]
+pub fn others_spinning(ts: &TaskState) -> bool {
+    let cluster = ts.cluster;
+    if cluster == 0 {
+        return false;
+    }
+    let Some(n) = SPINNERS.get_ptr(cluster) else {
+        return false;
+    };
+    let n = unsafe { core::ptr::read_volatile(n) } as i64;
+    let own = i64::from(ts.spin_start_ns != 0 && ts.spin_cluster == cluster);
+    n - own > 0
+}
+
+/// Adds `delta` (+1 or -1) to the spinners of `cluster`.
+#[inline(always)]
+pub fn spinners_add(cluster: u32, delta: i64) {
+    if cluster == 0 {
+        return;
+    }
+    if let Some(n) = SPINNERS.get_ptr_mut(cluster) {
+        atomic_add(n, delta as u64);
+    }
+}
+
+/// What `bpf_find_vma`'s callback found.
+#[repr(C)]
+struct VmaInfo {
+    flags: u64,
+    file: u64,
+}
+
+/// Called by `bpf_find_vma` with the mapping that holds the address (a BTF
+/// pointer: plain loads at offsets from the kernel's BTF).
+#[inline(never)]
+extern "C" fn vma_found(_task: *mut u8, vma: *mut u8, out: *mut VmaInfo) -> i64 {
+    unsafe {
+        let flags =
+            core::ptr::read_volatile(vma.add(task_layout!(vma_flags) as usize) as *const u64);
+        let file = core::ptr::read_volatile(vma.add(task_layout!(vma_file) as usize) as *const u64);
+        (*out).flags = flags;
+        (*out).file = file;
+    }
+    0
+}
+
+/// `page_fault_user(unsigned long address, struct pt_regs *regs, unsigned long error_code)`:
+/// a fault taken in user mode, counted once per exception (the kernel's
+/// own minor and major fault counts are per completed fault; README).
+#[btf_tracepoint(function = "page_fault_user")]
+pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
+    let Some(ts) = traced_current(&ctx) else {
+        return 0;
+    };
+    let address = ctx.arg::<u64>(0);
+    let sink = Sink::of(ts);
+    match region(ts.cluster, address) {
+        Some((region, huge)) => {
+            sink.add(region, 1);
+            if huge {
+                sink.add(counter::FAULTS_HUGETLB, 1);
+            }
+        }
+        None => {}
+    }
+    if ts.spin_start_ns != 0 {
+        sink.add(counter::FAULTS_WHILE_SPINNING, 1);
+    }
+    if others_spinning(ts) {
+        sink.add(counter::FAULTS_WHILE_OTHERS_SPIN, 1);
+    }
+    0
+}
+
+/// The region counter for a fault at `address`, and whether its mapping is
+/// on huge pages; None if no mapping holds it (a segfault) or it could not
+/// be looked up. The main segment is a range compare; anything else asks
+/// the kernel for the mapping (`bpf_find_vma`, which try-locks the
+/// process's `mmap_lock` for reading).
+#[inline(always)]
+fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
+    if cluster != 0 {
+        if let Some(seg) = SEGMENTS.get(cluster) {
+            if address >= seg.start && address < seg.end {
+                return Some((counter::FAULTS_MAIN_SHARED, seg.huge != 0));
+            }
+        }
+    }
+    let mut info = VmaInfo { flags: 0, file: 0 };
+    let found = unsafe {
+        bpf_find_vma(
+            KernelTask::current().addr() as *mut _,
+            address,
+            vma_found as *mut core::ffi::c_void,
+            &mut info as *mut VmaInfo as *mut core::ffi::c_void,
+            0,
+        )
+    };
+    match found {
+        0 => {}
+        -16 => {
+            // EBUSY: the lock is held for writing.
+            bump_diag(diag::FAULT_REGION_UNKNOWN);
+            return None;
+        }
+        _ => return None, // ENOENT: no mapping; the fault fails
+    }
+    let huge = info.flags & VM_HUGETLB != 0;
+    let region = if info.flags & VM_SHARED != 0 {
+        counter::FAULTS_OTHER_SHARED
+    } else if info.file != 0 {
+        counter::FAULTS_FILE
+    } else {
+        counter::FAULTS_PRIVATE
+    };
+    Some((region, huge))
+}
+
+/// `mmap_lock_start_locking(struct mm_struct *mm, bool write)`: the task
+/// asks for an `mmap_lock` (a try-lock does not come here).
+#[btf_tracepoint(function = "mmap_lock_start_locking")]
+pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> u32 {
+    let Some(ts) = traced_current(&ctx) else {
+        return 0;
+    };
+    let write = ctx.arg::<u64>(1) & 0xff != 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Bit 0: write; bit 1: set, so that the value is never 0.
+    ts.mmap_lock_start_ns = (now & !3) | u64::from(write) | 2;
+    0
+}
+
+/// `mmap_lock_acquire_returned(struct mm_struct *mm, bool write, bool success)`:
+/// the wait (if this task's start was seen) ends, acquired or interrupted
+/// by a fatal signal. Try-locks (the kernel's, and `bpf_find_vma`'s inside
+/// the fault program) come here without a start and are not counted.
+#[btf_tracepoint(function = "mmap_lock_acquire_returned")]
+pub fn mmap_lock_acquire_returned(_ctx: BtfTracePointContext) -> u32 {
+    let t = KernelTask::current();
+    if !t.comm_traced() {
+        return 0;
+    }
+    let Some(ts) = task(t) else {
+        return 0;
+    };
+    let start = ts.mmap_lock_start_ns;
+    if start == 0 {
+        return 0;
+    }
+    ts.mmap_lock_start_ns = 0;
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start & !3);
+    Sink::of(ts).mmap_lock_wait(start & 1 != 0, ns);
+    0
+}
+
+/// A reclaim or compaction begins in the task's own context.
+#[inline(always)]
+fn stall_begin(ctx: &BtfTracePointContext, kind: u64) {
+    let Some(ts) = traced_current(ctx) else {
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    ts.stall_start_ns = (now & !STALL_KIND_MASK) | kind;
+}
+
+/// It ends: timed if its begin was seen.
+#[inline(always)]
+fn stall_end(kind: u64) {
+    let t = KernelTask::current();
+    if !t.comm_traced() {
+        return;
+    }
+    let Some(ts) = task(t) else {
+        return;
+    };
+    let start = ts.stall_start_ns;
+    if start == 0 {
+        return;
+    }
+    ts.stall_start_ns = 0;
+    if start & STALL_KIND_MASK != kind {
+        return; // a begin of another kind, its end never seen
+    }
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start & !STALL_KIND_MASK);
+    let sink = Sink::of(ts);
+    match kind {
+        STALL_RECLAIM_DIRECT => sink.stall(
+            counter::RECLAIM_DIRECT,
+            counter::RECLAIM_DIRECT_NS,
+            hist_kind::RECLAIM_DIRECT,
+            ns,
+        ),
+        STALL_RECLAIM_MEMCG => sink.stall(
+            counter::RECLAIM_MEMCG,
+            counter::RECLAIM_MEMCG_NS,
+            hist_kind::RECLAIM_MEMCG,
+            ns,
+        ),
+        _ => sink.stall(
+            counter::COMPACTIONS,
+            counter::COMPACTION_NS,
+            hist_kind::COMPACTION,
+            ns,
+        ),
+    }
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
+pub fn direct_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
+    stall_begin(&ctx, STALL_RECLAIM_DIRECT);
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_direct_reclaim_end")]
+pub fn direct_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
+    stall_end(STALL_RECLAIM_DIRECT);
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
+pub fn memcg_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
+    stall_begin(&ctx, STALL_RECLAIM_MEMCG);
+    0
+}
+
+#[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_end")]
+pub fn memcg_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
+    stall_end(STALL_RECLAIM_MEMCG);
+    0
+}
+
+/// Compaction of one zone; in a traced task's context it is direct
+/// compaction (kcompactd is a kernel thread, never traced).
+#[btf_tracepoint(function = "mm_compaction_begin")]
+pub fn compaction_begin(ctx: BtfTracePointContext) -> u32 {
+    stall_begin(&ctx, STALL_COMPACTION);
+    0
+}
+
+#[btf_tracepoint(function = "mm_compaction_end")]
+pub fn compaction_end(_ctx: BtfTracePointContext) -> u32 {
+    stall_end(STALL_COMPACTION);
+    0
+}
+
+/// A traced task moved to another NUMA node.
+#[inline(always)]
+fn numa_moved(t: KernelTask) {
+    // `dst_tsk` may be NULL (a move to an idle CPU).
+    if t.addr() == 0 || !t.comm_traced() {
+        return;
+    }
+    if let Some(ts) = task(t) {
+        if ts.tgid != 0 {
+            Sink::of(ts).add(counter::NUMA_MIGRATIONS, 1);
+        }
+    }
+}
+
+/// `sched_move_numa(struct task_struct *tsk, int src_cpu, int dst_cpu)`.
+#[btf_tracepoint(function = "sched_move_numa")]
+pub fn sched_move_numa(ctx: BtfTracePointContext) -> u32 {
+    numa_moved(KernelTask::arg(&ctx, 0));
+    0
+}
+
+/// `sched_swap_numa(struct task_struct *src_tsk, int src_cpu,
+/// struct task_struct *dst_tsk, int dst_cpu)`: both tasks move.
+#[btf_tracepoint(function = "sched_swap_numa")]
+pub fn sched_swap_numa(ctx: BtfTracePointContext) -> u32 {
+    numa_moved(KernelTask::arg(&ctx, 0));
+    numa_moved(KernelTask::arg(&ctx, 2));
+    0
+}
+
+/// `mm_migrate_pages(unsigned long succeeded, ...)`: pages migrated in
+/// the task's context (NUMA balancing's misplaced pages, and the pages its
+/// own direct compaction moves).
+#[btf_tracepoint(function = "mm_migrate_pages")]
+pub fn mm_migrate_pages(ctx: BtfTracePointContext) -> u32 {
+    let t = KernelTask::current();
+    if !t.comm_traced() {
+        return 0;
+    }
+    let Some(ts) = task(t) else {
+        return 0;
+    };
+    if ts.tgid != 0 {
+        Sink::of(ts).add(counter::PAGES_MIGRATED, ctx.arg::<u64>(0));
+    }
+    0
+}
