@@ -322,6 +322,7 @@ mod tests {
                 },
             }],
             uprobe_errors: 1,
+            shared_memory: vec![],
         }
     }
 

@@ -468,9 +468,10 @@ mod tests {
     #[test]
     fn proc_stats_flags_are_set_at_load() {
         // As agent-ebpf/src/maps.rs declares it: per-CPU hash, u32 key,
-        // 192-byte Counters, preallocated.
+        // Counters, preallocated.
         let before = def(EBPF_OBJECT, "PROC_STATS");
-        assert_eq!(before[..5], [5, 4, 192, before[3], 0]);
+        let value = std::mem::size_of::<agent_common::stats::Counters>() as u32;
+        assert_eq!(before[..5], [5, 4, value, before[3], 0]);
         for flags in [BPF_F_NO_PREALLOC, 0] {
             let patched = with_map_flags(EBPF_OBJECT, "PROC_STATS", flags).unwrap();
             let bytes = patched.as_bytes();

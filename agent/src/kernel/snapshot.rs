@@ -152,7 +152,6 @@ const _: () = assert!(NUM_COUNTERS >= agent_common::stats::counter::USED);
 mod tests {
     use super::*;
 
-    #[test]
     fn sum_groups_of(g: [&GroupTotals; 2]) -> GroupTotals {
         let mut s = zero_group();
         add_group(&mut s, g[0]);

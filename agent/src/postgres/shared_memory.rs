@@ -240,6 +240,24 @@ mod tests {
     }
 
     #[test]
+    fn the_segment_range_is_the_mapping_s() {
+        let c = from_smaps(&fixture("postmaster-4k-pages.smaps")).unwrap();
+        assert_eq!(
+            c.segment,
+            Segment {
+                start: 0x7f06_51a2_7000,
+                end: 0x7f06_5a8b_f000,
+                huge: 0,
+                _pad: 0
+            }
+        );
+        assert_eq!(c.huge_pages.state, State::Off);
+        let h = from_smaps(&fixture("postmaster-hugetlb.smaps")).unwrap();
+        assert_eq!((h.segment.start, h.segment.huge), (0x7f06_51a2_7000, 1));
+        assert!(from_smaps("").is_none());
+    }
+
+    #[test]
     fn hugetlb_is_on() {
         let h = assess(&fixture("postmaster-hugetlb.smaps")).unwrap();
         assert_eq!(h.state, State::On);

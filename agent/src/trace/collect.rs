@@ -330,6 +330,7 @@ mod tests {
                     spin("/b", "StrategyGetBuffer", 7),
                 ],
                 uprobe_errors: 1,
+                shared_memory: vec![],
             },
             processes: vec![
                 ProcessSample {
