@@ -212,7 +212,6 @@ impl Agent {
             refreshes: 0,
             segments: HashMap::new(),
         };
-        agent.tracker.added = agent.tracker.procs.keys().copied().collect();
         agent.attach_new_binaries();
         Ok(agent)
     }
