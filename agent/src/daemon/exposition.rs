@@ -78,22 +78,29 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let c = |idx: usize| move |g: &agent_common::stats::GroupTotals| g.counters.v[idx] as f64;
 
-    let mut switches = Vec::new();
-    for (l, g) in &s.groups {
-        for (kind, idx) in [
-            ("voluntary", counter::VOLUNTARY_SWITCHES),
-            ("involuntary", counter::INVOLUNTARY_SWITCHES),
-        ] {
-            let mut labels = group_labels(l);
-            labels.push(label("kind", kind));
-            switches.push(counter_metric(labels, c(idx)(g)));
+    // One counter per group and value of `name`, each from its index.
+    let split = |name: &str, values: &[(&str, usize)]| -> Vec<Metric> {
+        let mut metrics = Vec::new();
+        for (l, g) in &s.groups {
+            for &(value, idx) in values {
+                let mut labels = group_labels(l);
+                labels.push(label(name, value));
+                metrics.push(counter_metric(labels, c(idx)(g)));
+            }
         }
-    }
+        metrics
+    };
     out.push(family(
         "pgpreempt_context_switches_total",
         "Context switches of traced tasks. kind=involuntary: switched out while still runnable (preempted); voluntary: switched out to sleep.",
         MetricType::COUNTER,
-        switches,
+        split(
+            "kind",
+            &[
+                ("voluntary", counter::VOLUNTARY_SWITCHES),
+                ("involuntary", counter::INVOLUNTARY_SWITCHES),
+            ],
+        ),
     ));
 
     for (name, help, kind) in [
@@ -203,19 +210,11 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         ));
     }
 
-    let mut faults = Vec::new();
-    for (l, g) in &s.groups {
-        for (region, idx) in FAULT_REGIONS {
-            let mut labels = group_labels(l);
-            labels.push(label("region", region));
-            faults.push(counter_metric(labels, c(idx)(g)));
-        }
-    }
     out.push(family(
         "pgpreempt_page_faults_total",
         "Page faults taken in user mode, by where the address lands. region=main_shared: the cluster's main shared memory segment (shared_buffers and the rest; every backend faults in each page it touches once, 512 times as often on 4 kB pages as on 2 MB huge pages); other_shared: other shared mappings (dynamic shared memory in /dev/shm, SysV); private: private anonymous memory (heap, stack); file: private file mappings (the binary, libraries).",
         MetricType::COUNTER,
-        faults,
+        split("region", &FAULT_REGIONS),
     ));
 
     for (name, help, label_name, kinds) in [

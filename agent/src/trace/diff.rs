@@ -21,6 +21,13 @@ pub const MIN_SECONDS_PER_SECOND: f64 = 0.001;
 /// Reads one figure of a report's totals.
 pub type Getter = fn(&Figures) -> f64;
 
+/// A field of the figures by its name, as a number.
+macro_rules! figure {
+    ($field:ident) => {
+        (stringify!($field), |f: &Figures| f.$field as f64)
+    };
+}
+
 /// The figures compared, in the order ties are shown.
 pub const FIGURES: &[(&str, Getter)] = &[
     ("waiter_delay_seconds", |f| f.waiter_delay_seconds),
@@ -37,45 +44,27 @@ pub const FIGURES: &[(&str, Getter)] = &[
     ("spin_seconds", |f| f.spin_seconds),
     // Memory: `page_faults` is the four regions together.
     ("page_faults", |f| f.page_faults() as f64),
-    ("page_faults_main_shared", |f| {
-        f.page_faults_main_shared as f64
-    }),
-    ("page_faults_other_shared", |f| {
-        f.page_faults_other_shared as f64
-    }),
-    ("page_faults_private", |f| f.page_faults_private as f64),
-    ("page_faults_file", |f| f.page_faults_file as f64),
-    ("huge_page_faults", |f| f.huge_page_faults as f64),
-    ("faults_while_others_spin", |f| {
-        f.faults_while_others_spin as f64
-    }),
-    ("faults_while_spinning", |f| f.faults_while_spinning as f64),
-    ("preemptions_while_others_spin", |f| {
-        f.preemptions_while_others_spin as f64
-    }),
-    ("preempted_while_others_spin_seconds", |f| {
-        f.preempted_while_others_spin_seconds
-    }),
-    ("mmap_lock_read_waits", |f| f.mmap_lock_read_waits as f64),
-    ("mmap_lock_read_wait_seconds", |f| {
-        f.mmap_lock_read_wait_seconds
-    }),
-    ("mmap_lock_write_waits", |f| f.mmap_lock_write_waits as f64),
-    ("mmap_lock_write_wait_seconds", |f| {
-        f.mmap_lock_write_wait_seconds
-    }),
-    ("reclaim_direct_stalls", |f| f.reclaim_direct_stalls as f64),
-    ("reclaim_direct_stall_seconds", |f| {
-        f.reclaim_direct_stall_seconds
-    }),
-    ("reclaim_memcg_stalls", |f| f.reclaim_memcg_stalls as f64),
-    ("reclaim_memcg_stall_seconds", |f| {
-        f.reclaim_memcg_stall_seconds
-    }),
-    ("compaction_stalls", |f| f.compaction_stalls as f64),
-    ("compaction_stall_seconds", |f| f.compaction_stall_seconds),
-    ("numa_migrations", |f| f.numa_migrations as f64),
-    ("pages_migrated", |f| f.pages_migrated as f64),
+    figure!(page_faults_main_shared),
+    figure!(page_faults_other_shared),
+    figure!(page_faults_private),
+    figure!(page_faults_file),
+    figure!(huge_page_faults),
+    figure!(faults_while_others_spin),
+    figure!(faults_while_spinning),
+    figure!(preemptions_while_others_spin),
+    figure!(preempted_while_others_spin_seconds),
+    figure!(mmap_lock_read_waits),
+    figure!(mmap_lock_read_wait_seconds),
+    figure!(mmap_lock_write_waits),
+    figure!(mmap_lock_write_wait_seconds),
+    figure!(reclaim_direct_stalls),
+    figure!(reclaim_direct_stall_seconds),
+    figure!(reclaim_memcg_stalls),
+    figure!(reclaim_memcg_stall_seconds),
+    figure!(compaction_stalls),
+    figure!(compaction_stall_seconds),
+    figure!(numa_migrations),
+    figure!(pages_migrated),
 ];
 
 /// The figures whose growth is harm: time lost to the scheduler or to locks.
