@@ -43,7 +43,7 @@ enum Command {
         json: bool,
     },
     /// An on-demand trace session: a live view every second, then a report
-    /// (totals, histograms, top lock holders, top spin sites).
+    /// (totals, memory, histograms, top lock holders, top spin sites).
     Trace(TraceArgs),
     /// Compare two `trace --json` reports (e.g. before and after a kernel
     /// upgrade): per second and per involuntary switch, largest change first.

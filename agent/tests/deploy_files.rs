@@ -186,6 +186,12 @@ fn the_overview_has_what_the_issue_asks_for() {
         "sum by (site) (rate(pgpreempt_spin_seconds_sum",
         "pgpreempt_kernel_info",
         "pgpreempt_bpf_program_run_seconds_total",
+        // The memory row: shared memory faults beside the page size.
+        "instance_cluster:pgpreempt_main_shared_page_faults:rate5m",
+        "pgpreempt_shared_memory_info",
+        "pgpreempt_faults_while_others_spin_total",
+        "pgpreempt_reclaim_stall_seconds_sum",
+        "pgpreempt_mmap_lock_wait_seconds_bucket",
     ] {
         assert!(
             exprs.contains(needle),
@@ -259,6 +265,7 @@ fn rules_pass_promtool_and_every_alert_is_tested_both_ways() {
         "PgpreemptAgentDown",
         "PgpreemptNotCounting",
         "PgpreemptBpfOverheadHigh",
+        "PgpreemptSharedMemoryFaultsWithoutHugePages",
     ] {
         assert!(alerts.contains(a), "no alert {a}");
     }

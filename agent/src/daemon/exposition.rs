@@ -78,22 +78,29 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let c = |idx: usize| move |g: &agent_common::stats::GroupTotals| g.counters.v[idx] as f64;
 
-    let mut switches = Vec::new();
-    for (l, g) in &s.groups {
-        for (kind, idx) in [
-            ("voluntary", counter::VOLUNTARY_SWITCHES),
-            ("involuntary", counter::INVOLUNTARY_SWITCHES),
-        ] {
-            let mut labels = group_labels(l);
-            labels.push(label("kind", kind));
-            switches.push(counter_metric(labels, c(idx)(g)));
+    // One counter per group and value of `name`, each from its index.
+    let split = |name: &str, values: &[(&str, usize)]| -> Vec<Metric> {
+        let mut metrics = Vec::new();
+        for (l, g) in &s.groups {
+            for &(value, idx) in values {
+                let mut labels = group_labels(l);
+                labels.push(label(name, value));
+                metrics.push(counter_metric(labels, c(idx)(g)));
+            }
         }
-    }
+        metrics
+    };
     out.push(family(
         "pgpreempt_context_switches_total",
         "Context switches of traced tasks. kind=involuntary: switched out while still runnable (preempted); voluntary: switched out to sleep.",
         MetricType::COUNTER,
-        switches,
+        split(
+            "kind",
+            &[
+                ("voluntary", counter::VOLUNTARY_SWITCHES),
+                ("involuntary", counter::INVOLUNTARY_SWITCHES),
+            ],
+        ),
     ));
 
     for (name, help, kind) in [
@@ -152,6 +159,48 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
             counter::SPINNER_PREEMPTIONS,
             1.0,
         ),
+        (
+            "pgpreempt_huge_page_faults_total",
+            "Of the page faults, those on huge-page (hugetlb) mappings: with huge_pages=on, the main shared memory's faults land here, one per 2 MB page instead of one per 4 kB page.",
+            counter::FAULTS_HUGETLB,
+            1.0,
+        ),
+        (
+            "pgpreempt_faults_while_others_spin_total",
+            "Page faults taken while at least one other process of the same cluster was spinning in s_lock: the measurable proxy for a spinlock holder that faulted (PostgreSQL's spinlock holder cannot be seen, its spinning waiters can).",
+            counter::FAULTS_WHILE_OTHERS_SPIN,
+            1.0,
+        ),
+        (
+            "pgpreempt_faults_while_spinning_total",
+            "Page faults taken by a process while it was itself spinning in s_lock.",
+            counter::FAULTS_WHILE_SPINNING,
+            1.0,
+        ),
+        (
+            "pgpreempt_preemptions_while_others_spin_total",
+            "Involuntary switch-outs while at least one other process of the same cluster was spinning in s_lock: the proxy for a spinlock holder that was preempted.",
+            counter::PREEMPTIONS_WHILE_OTHERS_SPIN,
+            1.0,
+        ),
+        (
+            "pgpreempt_preempted_while_others_spin_seconds_total",
+            "Off-CPU time of those switch-outs, until the task ran again: how long processes sat preempted while others of their cluster spun.",
+            counter::PREEMPTED_NS_WHILE_OTHERS_SPIN,
+            NS,
+        ),
+        (
+            "pgpreempt_numa_migrations_total",
+            "Moves of a task to another NUMA node by NUMA balancing (sched_move_numa, sched_swap_numa): its memory is then remote until migrated. Zero on one-node hosts.",
+            counter::NUMA_MIGRATIONS,
+            1.0,
+        ),
+        (
+            "pgpreempt_pages_migrated_total",
+            "Pages migrated in the task's own context (mm_migrate_pages: NUMA balancing's misplaced pages, or its direct compaction), a stall the query waits through.",
+            counter::PAGES_MIGRATED,
+            1.0,
+        ),
     ] {
         out.push(family(
             name,
@@ -159,6 +208,52 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
             MetricType::COUNTER,
             s.groups.iter().map(|(l, g)| counter_metric(group_labels(l), g.counters.v[idx] as f64 / scale)).collect(),
         ));
+    }
+
+    out.push(family(
+        "pgpreempt_page_faults_total",
+        "Page faults taken in user mode, by where the address lands. region=main_shared: the cluster's main shared memory segment (shared_buffers and the rest; every backend faults in each page it touches once, 512 times as often on 4 kB pages as on 2 MB huge pages); other_shared: other shared mappings (dynamic shared memory in /dev/shm, SysV); private: private anonymous memory (heap, stack); file: private file mappings (the binary, libraries).",
+        MetricType::COUNTER,
+        split("region", &FAULT_REGIONS),
+    ));
+
+    for (name, help, label_name, kinds) in [
+        (
+            "pgpreempt_mmap_lock_wait_seconds",
+            "Time a process waited to take its own mmap_lock (the address-space lock), from mmap_lock_start_locking to mmap_lock_acquire_returned; _count is the acquisitions (try-locks, which never wait, are not counted). lock=write: mmap, munmap, brk (memory allocated or freed, dynamic shared memory attached); lock=read: page faults that fall back from the per-VMA lock, and other reads of the address space. Long waits mean another holder: a /proc/PID/smaps reader, khugepaged.",
+            "lock",
+            &[
+                ("read", hist_kind::MMAP_LOCK_READ_WAIT),
+                ("write", hist_kind::MMAP_LOCK_WRITE_WAIT),
+            ][..],
+        ),
+        (
+            "pgpreempt_reclaim_stall_seconds",
+            "Time a task spent reclaiming memory itself before it could allocate: kind=direct, the host short of free memory; kind=memcg, its memory cgroup at its limit.",
+            "kind",
+            &[
+                ("direct", hist_kind::RECLAIM_DIRECT),
+                ("memcg", hist_kind::RECLAIM_MEMCG),
+            ][..],
+        ),
+        (
+            "pgpreempt_compaction_stall_seconds",
+            "Time a task spent compacting memory itself (direct compaction, to assemble a huge page or another large allocation).",
+            "",
+            &[("", hist_kind::COMPACTION)][..],
+        ),
+    ] {
+        let mut metrics = Vec::new();
+        for (l, g) in &s.groups {
+            for &(value, kind) in kinds {
+                let mut labels = group_labels(l);
+                if !label_name.is_empty() {
+                    labels.push(label(label_name, value));
+                }
+                metrics.push(histogram_metric(labels, &g.hists[kind]));
+            }
+        }
+        out.push(family(name, help, MetricType::HISTOGRAM, metrics));
     }
 
     let site_labels = |x: &crate::postgres::spin_sites::SpinSite| {
@@ -207,6 +302,25 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     ));
 
     out.push(family(
+        "pgpreempt_shared_memory_info",
+        "Each cluster's main shared memory segment as found in the postmaster's smaps: page_size in bytes (4096, or the huge page size), huge_pages on (hugetlb), partial (4 kB pages, some on transparent huge pages) or off. Off on a large shared_buffers means many page faults per backend.",
+        MetricType::GAUGE,
+        s.shared_memory
+            .iter()
+            .map(|m| {
+                gauge_metric(
+                    vec![
+                        label("cluster", &m.cluster),
+                        label("page_size", &m.page_size.to_string()),
+                        label("huge_pages", m.huge_pages),
+                    ],
+                    1.0,
+                )
+            })
+            .collect(),
+    ));
+
+    out.push(family(
         "pgpreempt_kernel_info",
         "The kernel release and preemption model (none, voluntary, full, lazy, rt or unknown).",
         MetricType::GAUGE,
@@ -247,7 +361,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
 
     out.push(family(
         "pgpreempt_dropped_events_total",
-        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late).",
+        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late). fault_region_unknown: page faults whose mapping could not be looked up (its mmap_lock was held for writing), counted in no region.",
         MetricType::COUNTER,
         crate::kernel::snapshot::DIAG_REASONS
             .iter()
@@ -256,6 +370,14 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     ));
     out
 }
+
+/// The `region` of each page-fault counter.
+pub const FAULT_REGIONS: [(&str, usize); 4] = [
+    ("main_shared", counter::FAULTS_MAIN_SHARED),
+    ("other_shared", counter::FAULTS_OTHER_SHARED),
+    ("private", counter::FAULTS_PRIVATE),
+    ("file", counter::FAULTS_FILE),
+];
 
 const fn kind_futex() -> usize {
     hist_kind::FUTEX_WAIT
@@ -324,6 +446,104 @@ mod tests {
             uprobe_errors: 1,
             shared_memory: vec![],
         }
+    }
+
+    /// A snapshot with every memory figure set, and two clusters' segments.
+    fn memory_snap() -> Snapshot {
+        let mut s = snap();
+        let c = &mut s.groups[0].1.counters.v;
+        for (i, idx) in [
+            counter::FAULTS_MAIN_SHARED,
+            counter::FAULTS_OTHER_SHARED,
+            counter::FAULTS_PRIVATE,
+            counter::FAULTS_FILE,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c[idx] = 1000 + i as u64;
+        }
+        c[counter::FAULTS_HUGETLB] = 5;
+        c[counter::FAULTS_WHILE_OTHERS_SPIN] = 40;
+        c[counter::FAULTS_WHILE_SPINNING] = 2;
+        c[counter::PREEMPTIONS_WHILE_OTHERS_SPIN] = 6;
+        c[counter::PREEMPTED_NS_WHILE_OTHERS_SPIN] = 1_500_000;
+        c[counter::NUMA_MIGRATIONS] = 3;
+        c[counter::PAGES_MIGRATED] = 512;
+        let h = &mut s.groups[0].1.hists;
+        h[hist_kind::MMAP_LOCK_READ_WAIT].buckets[0] = 100;
+        h[hist_kind::MMAP_LOCK_READ_WAIT].sum_ns = 50_000;
+        h[hist_kind::MMAP_LOCK_WRITE_WAIT].buckets[5] = 1; // <= 32 µs
+        h[hist_kind::MMAP_LOCK_WRITE_WAIT].sum_ns = 20_000;
+        h[hist_kind::RECLAIM_MEMCG].buckets[4] = 116;
+        h[hist_kind::RECLAIM_MEMCG].sum_ns = 1_800_000;
+        h[hist_kind::COMPACTION].buckets[10] = 1;
+        h[hist_kind::COMPACTION].sum_ns = 1_000_000;
+        s.shared_memory = vec![
+            crate::agent::SharedMemory {
+                cluster: "/var/lib/pg".into(),
+                page_size: 4096,
+                huge_pages: "off",
+                size_bytes: 143 << 20,
+            },
+            crate::agent::SharedMemory {
+                cluster: "/srv/pg2".into(),
+                page_size: 2 << 20,
+                huge_pages: "on",
+                size_bytes: 1 << 30,
+            },
+        ];
+        s
+    }
+
+    #[test]
+    fn memory_metrics() {
+        let text = render(&memory_snap(), "0.1.0");
+        let l = r#"cluster="/var/lib/pg",backend_type="client backend""#;
+        for want in [
+            format!(r#"pgpreempt_page_faults_total{{{l},region="main_shared"}} 1000"#),
+            format!(r#"pgpreempt_page_faults_total{{{l},region="other_shared"}} 1001"#),
+            format!(r#"pgpreempt_page_faults_total{{{l},region="private"}} 1002"#),
+            format!(r#"pgpreempt_page_faults_total{{{l},region="file"}} 1003"#),
+            format!("pgpreempt_huge_page_faults_total{{{l}}} 5"),
+            format!("pgpreempt_faults_while_others_spin_total{{{l}}} 40"),
+            format!("pgpreempt_faults_while_spinning_total{{{l}}} 2"),
+            format!("pgpreempt_preemptions_while_others_spin_total{{{l}}} 6"),
+            format!("pgpreempt_preempted_while_others_spin_seconds_total{{{l}}} 0.0015"),
+            format!("pgpreempt_numa_migrations_total{{{l}}} 3"),
+            format!("pgpreempt_pages_migrated_total{{{l}}} 512"),
+            format!(r#"pgpreempt_mmap_lock_wait_seconds_bucket{{{l},lock="read",le="0.000001"}} 100"#),
+            format!(r#"pgpreempt_mmap_lock_wait_seconds_count{{{l},lock="read"}} 100"#),
+            format!(r#"pgpreempt_mmap_lock_wait_seconds_sum{{{l},lock="read"}} 0.00005"#),
+            format!(r#"pgpreempt_mmap_lock_wait_seconds_bucket{{{l},lock="write",le="0.000016"}} 0"#),
+            format!(r#"pgpreempt_mmap_lock_wait_seconds_bucket{{{l},lock="write",le="0.000032"}} 1"#),
+            format!(r#"pgpreempt_reclaim_stall_seconds_count{{{l},kind="memcg"}} 116"#),
+            format!(r#"pgpreempt_reclaim_stall_seconds_sum{{{l},kind="memcg"}} 0.0018"#),
+            format!(r#"pgpreempt_reclaim_stall_seconds_count{{{l},kind="direct"}} 0"#),
+            format!(r#"pgpreempt_compaction_stall_seconds_bucket{{{l},le="0.001024"}} 1"#),
+            format!("pgpreempt_compaction_stall_seconds_count{{{l}}} 1"),
+            r#"pgpreempt_shared_memory_info{cluster="/var/lib/pg",page_size="4096",huge_pages="off"} 1"#.into(),
+            r#"pgpreempt_shared_memory_info{cluster="/srv/pg2",page_size="2097152",huge_pages="on"} 1"#.into(),
+            r#"pgpreempt_dropped_events_total{reason="fault_region_unknown"} 0"#.into(),
+            "# TYPE pgpreempt_mmap_lock_wait_seconds histogram".into(),
+            "# TYPE pgpreempt_shared_memory_info gauge".into(),
+        ] {
+            assert!(text.contains(&want), "missing {want} in\n{text}");
+        }
+        // Every family explains itself.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no help for {name}"
+            );
+        }
+        // Without clusters found, the info family is left out, not empty.
+        let mut s = memory_snap();
+        s.shared_memory.clear();
+        let text = render(&s, "0.1.0");
+        assert!(!text.contains("pgpreempt_shared_memory_info"));
+        assert!(!text.contains("encoding failed"));
     }
 
     #[test]

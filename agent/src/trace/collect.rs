@@ -5,7 +5,7 @@
 //! half is plain data so that it is tested without BPF.
 use std::collections::{BTreeMap, HashSet};
 
-use agent_common::stats::{hist_kind, Counters, GroupTotals, Hist};
+use agent_common::stats::{hist_kind, Counters, GroupTotals, Hist, ALL_HISTS};
 
 use crate::{
     agent::Agent,
@@ -15,15 +15,26 @@ use crate::{
     postgres::processes::{pg_version, Classified},
     trace::report_json::{
         BackendTypeJson, ClusterJson, Figures, HistogramJson, KernelJson, ProcessJson, Report,
-        Selection, SpinSiteJson, SCHEMA_VERSION,
+        Selection, SharedMemoryJson, SpinSiteJson, SCHEMA_VERSION,
     },
 };
 
 /// Histograms kept per group, by report name.
-pub const GROUP_HISTOGRAMS: [(&str, usize); 3] = [
+pub const GROUP_HISTOGRAMS: [(&str, usize); ALL_HISTS] = [
     ("preempted_seconds", hist_kind::PREEMPTED),
     ("wakeup_latency_seconds", hist_kind::WAKEUP_LATENCY),
     ("futex_wait_seconds", hist_kind::FUTEX_WAIT),
+    (
+        "mmap_lock_read_wait_seconds",
+        hist_kind::MMAP_LOCK_READ_WAIT,
+    ),
+    (
+        "mmap_lock_write_wait_seconds",
+        hist_kind::MMAP_LOCK_WRITE_WAIT,
+    ),
+    ("reclaim_direct_stall_seconds", hist_kind::RECLAIM_DIRECT),
+    ("reclaim_memcg_stall_seconds", hist_kind::RECLAIM_MEMCG),
+    ("compaction_stall_seconds", hist_kind::COMPACTION),
 ];
 
 /// One process as the session saw it.
@@ -220,6 +231,16 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
                 postmaster_pid: None,
                 version: pg_version(&p.cluster),
                 processes: 0,
+                shared_memory: s
+                    .snapshot
+                    .shared_memory
+                    .iter()
+                    .find(|m| m.cluster == p.cluster)
+                    .map(|m| SharedMemoryJson {
+                        page_size_bytes: m.page_size,
+                        huge_pages: m.huge_pages.to_string(),
+                        size_bytes: m.size_bytes,
+                    }),
             });
         c.processes += 1;
         if p.backend_type == "postmaster" && !p.exited_during_session {
@@ -283,6 +304,8 @@ mod tests {
         g.counters = counters(invol, invol * 1000);
         g.hists[hist_kind::PREEMPTED].buckets[hist_bucket] = invol;
         g.hists[hist_kind::PREEMPTED].sum_ns = invol * 1000;
+        g.counters.v[counter::FAULTS_MAIN_SHARED] = 2 * invol;
+        g.hists[hist_kind::RECLAIM_MEMCG].buckets[4] = 1;
         g
     }
 
@@ -330,7 +353,12 @@ mod tests {
                     spin("/b", "StrategyGetBuffer", 7),
                 ],
                 uprobe_errors: 1,
-                shared_memory: vec![],
+                shared_memory: vec![crate::agent::SharedMemory {
+                    cluster: "/a".into(),
+                    page_size: 2 << 20,
+                    huge_pages: "on",
+                    size_bytes: 128 << 20,
+                }],
             },
             processes: vec![
                 ProcessSample {
@@ -401,6 +429,25 @@ mod tests {
         assert_eq!(r.clusters.len(), 1);
         assert_eq!(r.clusters[0].postmaster_pid, Some(10));
         assert_eq!(r.clusters[0].processes, 3);
+        assert_eq!(
+            r.clusters[0].shared_memory,
+            Some(SharedMemoryJson {
+                page_size_bytes: 2 << 20,
+                huge_pages: "on".into(),
+                size_bytes: 128 << 20,
+            })
+        );
+        assert_eq!(cb.figures.page_faults_main_shared, 200);
+        assert_eq!(r.totals.page_faults_main_shared, 202);
+        assert_eq!(
+            r.histogram("reclaim_memcg_stall_seconds").unwrap().count(),
+            2
+        );
+        // Every group histogram, the memory ones included, per type and in all.
+        for (name, _) in GROUP_HISTOGRAMS {
+            assert!(cb.histogram(name).is_some(), "{name} per type");
+            assert!(r.histogram(name).is_some(), "{name} in all");
+        }
         assert_eq!(r.spin_sites.len(), 1);
         assert_eq!(r.spin_sites[0].count, 3);
         assert!((r.spin_sites[0].seconds - 30e-6).abs() < 1e-12);
@@ -428,6 +475,7 @@ mod tests {
         assert_eq!(r.processes.len(), 4);
         assert_eq!(r.totals.involuntary_switches, 5 + 100 + 1 + 1000);
         assert_eq!(r.clusters.len(), 2);
+        assert_eq!(r.clusters[1].shared_memory, None, "/b's segment not found");
         assert_eq!(r.spin_sites.len(), 2);
         assert!(r
             .backend_types

@@ -21,6 +21,13 @@ pub const MIN_SECONDS_PER_SECOND: f64 = 0.001;
 /// Reads one figure of a report's totals.
 pub type Getter = fn(&Figures) -> f64;
 
+/// A field of the figures by its name, as a number.
+macro_rules! figure {
+    ($field:ident) => {
+        (stringify!($field), |f: &Figures| f.$field as f64)
+    };
+}
+
 /// The figures compared, in the order ties are shown.
 pub const FIGURES: &[(&str, Getter)] = &[
     ("waiter_delay_seconds", |f| f.waiter_delay_seconds),
@@ -35,6 +42,29 @@ pub const FIGURES: &[(&str, Getter)] = &[
     ("futex_wait_seconds", |f| f.futex_wait_seconds),
     ("spins", |f| f.spins as f64),
     ("spin_seconds", |f| f.spin_seconds),
+    // Memory: `page_faults` is the four regions together.
+    ("page_faults", |f| f.page_faults() as f64),
+    figure!(page_faults_main_shared),
+    figure!(page_faults_other_shared),
+    figure!(page_faults_private),
+    figure!(page_faults_file),
+    figure!(huge_page_faults),
+    figure!(faults_while_others_spin),
+    figure!(faults_while_spinning),
+    figure!(preemptions_while_others_spin),
+    figure!(preempted_while_others_spin_seconds),
+    figure!(mmap_lock_read_waits),
+    figure!(mmap_lock_read_wait_seconds),
+    figure!(mmap_lock_write_waits),
+    figure!(mmap_lock_write_wait_seconds),
+    figure!(reclaim_direct_stalls),
+    figure!(reclaim_direct_stall_seconds),
+    figure!(reclaim_memcg_stalls),
+    figure!(reclaim_memcg_stall_seconds),
+    figure!(compaction_stalls),
+    figure!(compaction_stall_seconds),
+    figure!(numa_migrations),
+    figure!(pages_migrated),
 ];
 
 /// The figures whose growth is harm: time lost to the scheduler or to locks.
@@ -45,6 +75,12 @@ pub const HARM: &[&str] = &[
     "wakeup_latency_seconds",
     "futex_wait_seconds",
     "spin_seconds",
+    "preempted_while_others_spin_seconds",
+    "mmap_lock_read_wait_seconds",
+    "mmap_lock_write_wait_seconds",
+    "reclaim_direct_stall_seconds",
+    "reclaim_memcg_stall_seconds",
+    "compaction_stall_seconds",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -273,7 +309,13 @@ pub fn render(d: &Diff) -> String {
         ("after", Align::Right),
         ("ratio", Align::Right),
     ]);
+    let zero = |v: Option<f64>| v.is_none_or(|x| x == 0.0);
+    let mut hidden = 0;
     for r in &d.rows {
+        if zero(r.before) && zero(r.after) {
+            hidden += 1;
+            continue;
+        }
         let ratio = if r.appeared {
             "new".to_string()
         } else {
@@ -290,6 +332,12 @@ pub fn render(d: &Diff) -> String {
         ]);
     }
     out.push_str(&t.render());
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "({hidden} rows zero or undefined in both reports not shown; --json lists them)"
+        );
+    }
     let _ = writeln!(out, "\nverdict: {}", d.verdict.text);
     out
 }
@@ -449,6 +497,49 @@ mod tests {
         let mut more_switches = f(1.0, 0.1);
         more_switches.involuntary_switches = 5000;
         assert_eq!(v(f(1.0, 0.1), more_switches).kind, VerdictKind::Unchanged);
+    }
+
+    #[test]
+    fn memory_figures_are_compared_and_stalls_judged() {
+        // Every memory field of the report is a figure here.
+        let names: Vec<&str> = FIGURES.iter().map(|f| f.0).collect();
+        for k in crate::trace::report_json::tests::memory_fields() {
+            assert!(names.contains(&k.as_str()), "{k} is not compared");
+        }
+        let f = |faults: u64, memcg: f64| Figures {
+            involuntary_switches: 1000,
+            preempted_seconds: 1.0,
+            page_faults_main_shared: faults,
+            page_faults_private: 100,
+            reclaim_memcg_stalls: (memcg * 1000.0) as u64,
+            reclaim_memcg_stall_seconds: memcg,
+            ..Default::default()
+        };
+        // 4 kB pages after, huge pages before: 500x the shared-memory
+        // faults; memcg reclaim appears at 0.05 s/s.
+        let d = compare(
+            "b",
+            &report(10.0, f(100, 0.0)),
+            "a",
+            &report(10.0, f(50_000, 0.5)),
+        );
+        let pf = row(&d, "page_faults_main_shared", Per::Second);
+        assert_eq!(
+            (pf.before, pf.after, pf.ratio),
+            (Some(10.0), Some(5000.0), Some(500.0))
+        );
+        let all = row(&d, "page_faults", Per::Second);
+        assert_eq!((all.before, all.after), (Some(20.0), Some(5010.0)));
+        assert_eq!(d.verdict.kind, VerdictKind::Worse);
+        assert_eq!(
+            d.verdict.text,
+            "AFTER is worse: reclaim_memcg_stall_seconds per second appeared (0 before, 0.05 after)"
+        );
+        // Rows zero on both sides are left out of the text, and counted.
+        let text = render(&d);
+        assert!(!text.contains("numa_migrations"), "{text}");
+        assert!(text.contains("page_faults_main_shared"));
+        assert!(text.contains("rows zero or undefined in both reports not shown"));
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub fn lines(
             secs(t.spin_seconds)
         ),
     ));
+    for l in crate::trace::memory_block::live_lines(r, d) {
+        out.push((Style::Plain, l));
+    }
     out.push((Style::Plain, String::new()));
 
     let mut types: Vec<_> = r.backend_types.iter().collect();

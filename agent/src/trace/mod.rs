@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod diff;
 pub mod live_view;
+pub mod memory_block;
 pub mod report;
 pub mod report_json;
 pub mod text_histogram;

@@ -1,5 +1,5 @@
-//! The report printed when a trace session ends: totals, log2 histograms,
-//! backend types, the top lock holders and the top spin sites.
+//! The report printed when a trace session ends: totals, memory, backend
+//! types, log2 histograms, the top lock holders and the top spin sites.
 use std::fmt::Write;
 
 use crate::{
@@ -148,6 +148,11 @@ pub fn render(r: &Report) -> String {
         exited
     );
     totals_lines(&r.totals, d, &mut out);
+    out.push_str("\nmemory\n");
+    for l in crate::trace::memory_block::report_lines(r) {
+        out.push_str(&l);
+        out.push('\n');
+    }
 
     let mut t = Table::new(&[
         ("cluster", Align::Left),
@@ -308,6 +313,8 @@ mod tests {
             "preempted_seconds: 11 observations",
             "top lock holders",
             "StrategyGetBuffer",
+            "\nmemory\n  shared memory         /data: 143 MB on 4 kB pages (huge pages off)\n  page faults ",
+            "memory by backend type",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

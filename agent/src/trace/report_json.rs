@@ -61,6 +61,21 @@ pub struct ClusterJson {
     pub version: Option<String>,
     /// Processes of this cluster in `processes`.
     pub processes: u64,
+    /// Its main shared memory segment, as the agent found it in the
+    /// postmaster's smaps (null if not found).
+    #[serde(default)]
+    pub shared_memory: Option<SharedMemoryJson>,
+}
+
+/// A cluster's main shared memory segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedMemoryJson {
+    /// 4096, or the huge page size.
+    pub page_size_bytes: u64,
+    /// `on` (hugetlb), `partial` (4 kB pages, some on transparent huge
+    /// pages) or `off`.
+    pub huge_pages: String,
+    pub size_bytes: u64,
 }
 
 /// The figures kept per process, per backend type and in total. Counts are
@@ -85,6 +100,62 @@ pub struct Figures {
     pub spin_seconds: f64,
     pub spin_delays: u64,
     pub spinner_preemptions: u64,
+    // The memory side (README, "Memory stalls"). Added in schema version 1:
+    // a report written before them reads as zeros.
+    /// Page faults by region: the cluster's main shared memory segment,
+    /// other shared mappings, private anonymous memory, private files.
+    #[serde(default)]
+    pub page_faults_main_shared: u64,
+    #[serde(default)]
+    pub page_faults_other_shared: u64,
+    #[serde(default)]
+    pub page_faults_private: u64,
+    #[serde(default)]
+    pub page_faults_file: u64,
+    /// Of those, faults on hugetlb mappings.
+    #[serde(default)]
+    pub huge_page_faults: u64,
+    /// Faults taken while another process of the cluster was in `s_lock`.
+    #[serde(default)]
+    pub faults_while_others_spin: u64,
+    /// Faults taken while the process itself was in `s_lock`.
+    #[serde(default)]
+    pub faults_while_spinning: u64,
+    /// Involuntary switch-outs while another process of the cluster was in
+    /// `s_lock`, and their off-CPU time.
+    #[serde(default)]
+    pub preemptions_while_others_spin: u64,
+    #[serde(default)]
+    pub preempted_while_others_spin_seconds: f64,
+    /// `mmap_lock` acquisitions (waits through the locking path), read and
+    /// write, and their time.
+    #[serde(default)]
+    pub mmap_lock_read_waits: u64,
+    #[serde(default)]
+    pub mmap_lock_read_wait_seconds: f64,
+    #[serde(default)]
+    pub mmap_lock_write_waits: u64,
+    #[serde(default)]
+    pub mmap_lock_write_wait_seconds: f64,
+    /// Direct reclaim, memory-cgroup reclaim and compaction in the task's
+    /// own context, and their time.
+    #[serde(default)]
+    pub reclaim_direct_stalls: u64,
+    #[serde(default)]
+    pub reclaim_direct_stall_seconds: f64,
+    #[serde(default)]
+    pub reclaim_memcg_stalls: u64,
+    #[serde(default)]
+    pub reclaim_memcg_stall_seconds: f64,
+    #[serde(default)]
+    pub compaction_stalls: u64,
+    #[serde(default)]
+    pub compaction_stall_seconds: f64,
+    /// Moves to another NUMA node, and pages migrated in the task's context.
+    #[serde(default)]
+    pub numa_migrations: u64,
+    #[serde(default)]
+    pub pages_migrated: u64,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -94,6 +165,7 @@ fn secs(ns: u64) -> f64 {
 impl Figures {
     pub fn from_counters(c: &Counters) -> Figures {
         let v = |i: usize| c.v[i];
+        let (read_waits, write_waits) = crate::kernel::snapshot::mmap_lock_waits(c);
         Figures {
             voluntary_switches: v(counter::VOLUNTARY_SWITCHES),
             involuntary_switches: v(counter::INVOLUNTARY_SWITCHES),
@@ -112,7 +184,46 @@ impl Figures {
             spin_seconds: secs(v(counter::SPIN_NS)),
             spin_delays: v(counter::SPIN_DELAYS),
             spinner_preemptions: v(counter::SPINNER_PREEMPTIONS),
+            page_faults_main_shared: v(counter::FAULTS_MAIN_SHARED),
+            page_faults_other_shared: v(counter::FAULTS_OTHER_SHARED),
+            page_faults_private: v(counter::FAULTS_PRIVATE),
+            page_faults_file: v(counter::FAULTS_FILE),
+            huge_page_faults: v(counter::FAULTS_HUGETLB),
+            faults_while_others_spin: v(counter::FAULTS_WHILE_OTHERS_SPIN),
+            faults_while_spinning: v(counter::FAULTS_WHILE_SPINNING),
+            preemptions_while_others_spin: v(counter::PREEMPTIONS_WHILE_OTHERS_SPIN),
+            preempted_while_others_spin_seconds: secs(v(counter::PREEMPTED_NS_WHILE_OTHERS_SPIN)),
+            mmap_lock_read_waits: read_waits,
+            mmap_lock_read_wait_seconds: secs(v(counter::MMAP_LOCK_READ_WAIT_NS)),
+            mmap_lock_write_waits: write_waits,
+            mmap_lock_write_wait_seconds: secs(v(counter::MMAP_LOCK_WRITE_WAIT_NS)),
+            reclaim_direct_stalls: v(counter::RECLAIM_DIRECT),
+            reclaim_direct_stall_seconds: secs(v(counter::RECLAIM_DIRECT_NS)),
+            reclaim_memcg_stalls: v(counter::RECLAIM_MEMCG),
+            reclaim_memcg_stall_seconds: secs(v(counter::RECLAIM_MEMCG_NS)),
+            compaction_stalls: v(counter::COMPACTIONS),
+            compaction_stall_seconds: secs(v(counter::COMPACTION_NS)),
+            numa_migrations: v(counter::NUMA_MIGRATIONS),
+            pages_migrated: v(counter::PAGES_MIGRATED),
         }
+    }
+
+    /// Page faults in every region.
+    pub fn page_faults(&self) -> u64 {
+        self.page_faults_main_shared
+            + self.page_faults_other_shared
+            + self.page_faults_private
+            + self.page_faults_file
+    }
+
+    /// Whether any memory figure is non-zero.
+    pub fn has_memory(&self) -> bool {
+        self.page_faults() > 0
+            || self.huge_page_faults > 0
+            || self.preemptions_while_others_spin > 0
+            || self.mmap_lock_read_waits + self.mmap_lock_write_waits > 0
+            || self.reclaim_direct_stalls + self.reclaim_memcg_stalls + self.compaction_stalls > 0
+            || self.numa_migrations + self.pages_migrated > 0
     }
 
     /// Run-queue time: preempted plus wakeup latency (schedstat's run_delay).
@@ -306,6 +417,11 @@ pub(crate) mod tests {
                 postmaster_pid: Some(10),
                 version: Some("15".into()),
                 processes: 1,
+                shared_memory: Some(SharedMemoryJson {
+                    page_size_bytes: 4096,
+                    huge_pages: "off".into(),
+                    size_bytes: 143 << 20,
+                }),
             }],
             totals: f,
             backend_types: vec![BackendTypeJson {
@@ -368,6 +484,45 @@ pub(crate) mod tests {
         ] {
             assert!(!p[k].is_null(), "process field {k} missing");
         }
+        for k in [
+            "page_faults_main_shared",
+            "page_faults_other_shared",
+            "page_faults_private",
+            "page_faults_file",
+            "huge_page_faults",
+            "faults_while_others_spin",
+            "faults_while_spinning",
+            "preemptions_while_others_spin",
+            "preempted_while_others_spin_seconds",
+            "mmap_lock_read_waits",
+            "mmap_lock_read_wait_seconds",
+            "mmap_lock_write_waits",
+            "mmap_lock_write_wait_seconds",
+            "reclaim_direct_stalls",
+            "reclaim_direct_stall_seconds",
+            "reclaim_memcg_stalls",
+            "reclaim_memcg_stall_seconds",
+            "compaction_stalls",
+            "compaction_stall_seconds",
+            "numa_migrations",
+            "pages_migrated",
+        ] {
+            assert!(!p[k].is_null(), "process field {k} missing");
+            assert!(!v["totals"][k].is_null(), "totals field {k} missing");
+            assert!(
+                !v["backend_types"][0][k].is_null(),
+                "backend type field {k} missing"
+            );
+        }
+        // mmap_lock acquisitions are the fast waits plus the slow ones.
+        assert_eq!(
+            p["mmap_lock_read_waits"],
+            (counter::MMAP_LOCK_READ_FAST as u64 + 1 + counter::MMAP_LOCK_READ_SLOW as u64 + 1)
+                * 1_000_003
+        );
+        let sm = &v["clusters"][0]["shared_memory"];
+        assert_eq!(sm["page_size_bytes"], 4096);
+        assert_eq!(sm["huge_pages"], "off");
         assert_eq!(p["involuntary_switches"], 2_000_006);
         assert!((p["preempted_seconds"].as_f64().unwrap() - 0.004000012).abs() < 1e-12);
         let h = &v["histograms"][0];
@@ -378,6 +533,51 @@ pub(crate) mod tests {
         for k in ["cluster", "site", "count", "seconds", "delays"] {
             assert!(!v["spin_sites"][0][k].is_null(), "spin site field {k}");
         }
+    }
+
+    /// The memory fields of the figures (added in schema version 1).
+    pub(crate) fn memory_fields() -> Vec<String> {
+        let memory: Vec<String> = serde_json::to_value(Figures::default())
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|k| {
+                k.contains("fault")
+                    || k.contains("mmap_lock")
+                    || k.contains("stall")
+                    || k.contains("while_others_spin")
+                    || k.contains("migrat")
+            })
+            .cloned()
+            .collect();
+        assert_eq!(memory.len(), 21, "{memory:?}");
+        memory
+    }
+
+    #[test]
+    fn reports_written_before_the_memory_fields_still_read() {
+        let r = sample(10.0, 1.0);
+        let mut v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let memory = memory_fields();
+        let strip = |o: &mut serde_json::Value| {
+            let o = o.as_object_mut().unwrap();
+            for k in &memory {
+                o.remove(k);
+            }
+        };
+        strip(&mut v["totals"]);
+        strip(&mut v["processes"][0]);
+        strip(&mut v["backend_types"][0]);
+        v["clusters"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("shared_memory");
+        let old = Report::from_json(&v.to_string()).unwrap();
+        assert_eq!(old.totals.page_faults(), 0);
+        assert_eq!(old.processes[0].figures.mmap_lock_read_wait_seconds, 0.0);
+        assert_eq!(old.totals.spins, r.totals.spins);
+        assert_eq!(old.clusters[0].shared_memory, None);
     }
 
     #[test]

@@ -120,6 +120,50 @@ pub fn num(v: f64) -> String {
     }
 }
 
+/// A count with thousands separators: `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Events per second, never in scientific notation: `1,234/s`, `12.5/s`,
+/// `0.25/s`, `<0.01/s`, `0/s`.
+pub fn per_second(v: f64) -> String {
+    let a = v.abs();
+    let n = if a == 0.0 {
+        "0".into()
+    } else if a >= 100.0 {
+        count(v.round() as u64)
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.01 {
+        format!("{v:.2}")
+    } else {
+        "<0.01".into()
+    };
+    format!("{n}/s")
+}
+
+/// `part` as a share of `whole`: `2.1%`, `<0.1%`, or `-` when `whole` is 0.
+pub fn percent(part: f64, whole: f64) -> String {
+    if whole <= 0.0 {
+        return "-".into();
+    }
+    let p = 100.0 * part / whole;
+    if p > 0.0 && p < 0.1 {
+        "<0.1%".into()
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +188,18 @@ mod tests {
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(0.5), "0.50");
         assert_eq!(num(0.001), "1.00e-3");
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1234), "1,234");
+        assert_eq!(count(262_144_000), "262,144,000");
+        assert_eq!(per_second(0.0), "0/s");
+        assert_eq!(per_second(1234.4), "1,234/s");
+        assert_eq!(per_second(12.46), "12.5/s");
+        assert_eq!(per_second(0.25), "0.25/s");
+        assert_eq!(per_second(0.001), "<0.01/s");
+        assert_eq!(percent(21.0, 1000.0), "2.1%");
+        assert_eq!(percent(0.0, 1000.0), "0.0%");
+        assert_eq!(percent(1.0, 10_000.0), "<0.1%");
+        assert_eq!(percent(1.0, 0.0), "-");
     }
 }
