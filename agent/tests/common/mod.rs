@@ -130,11 +130,18 @@ pub fn unprivileged(program: &str, args: &[&str]) -> std::process::Command {
     c
 }
 
-/// Our programs loaded right now (scheduler, futex and s_lock programs).
+/// Our programs loaded right now (those `pgpreempt run` attaches, under
+/// the kernel's 15-byte names, and the s_lock probes).
 pub fn our_programs() -> usize {
+    let ours: Vec<&str> = pgpreempt::kernel::probes::PROGRAMS
+        .iter()
+        .map(|(name, _)| &name[..name.len().min(15)])
+        .collect();
     loaded_tracing_programs()
         .iter()
-        .filter(|n| n.starts_with("sched_") || n.starts_with("sys_e") || n.starts_with("s_lock"))
+        .filter(|n| {
+            n.starts_with("sched_") || n.starts_with("s_lock") || ours.contains(&n.as_str())
+        })
         .count()
 }
 
