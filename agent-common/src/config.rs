@@ -139,6 +139,10 @@ pub struct TaskLayout {
     /// (a pointer): where a page fault lands.
     pub vma_flags: u32,
     pub vma_file: u32,
+    /// `task_struct.real_parent` (a pointer): a new backend's cluster is its
+    /// parent's until the agent has classified it.
+    pub real_parent: u32,
+    pub _pad: u32,
 }
 
 /// What the tracefs `format` files say about this kernel's tracepoints.

@@ -30,6 +30,10 @@ pub const QUEUED: u32 = 8;
 /// its cluster was inside `s_lock`: its length is added to
 /// `PREEMPTED_NS_WHILE_OTHERS_SPIN` when it ends.
 pub const OTHERS_SPIN: u32 = 16;
+/// The fault program is looking up the faulting address's mapping: the
+/// `mmap_lock` try-lock that `bpf_find_vma` takes (which the kernel traces
+/// like any acquisition) is not the task's.
+pub const FINDING_VMA: u32 = 32;
 
 /// Kinds of memory stall in the low bits of `TaskState::stall_start_ns`.
 pub const STALL_RECLAIM_DIRECT: u64 = 1;
@@ -159,6 +163,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     start_time: 0,
     vma_flags: 0,
     vma_file: 0,
+    real_parent: 0,
+    _pad: 0,
 });
 
 /// Which `comm`s are traced.

@@ -18,8 +18,8 @@ use aya_ebpf::{
 use crate::{
     account::Sink,
     maps::{
-        atomic_add, bump_diag, task_layout, TaskState, SEGMENTS, SPINNERS, STALL_COMPACTION,
-        STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
+        atomic_add, bump_diag, task_layout, TaskState, FINDING_VMA, PROC_INFO, SEGMENTS, SPINNERS,
+        STALL_COMPACTION, STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
     },
     task::{resolve_current, task, task_or_create, KernelTask},
 };
@@ -43,11 +43,10 @@ fn traced_current(ctx: &BtfTracePointContext) -> Option<&'static mut TaskState> 
     Some(ts)
 }
 
-/// How many processes of `cluster` are inside `s_lock`, less the task
-/// itself. Cluster 0 (processes not classified yet) has no peers.
+/// Whether a process of `cluster` other than the task is inside `s_lock`.
+/// Cluster 0 (not known) has no peers.
 #[inline(always)]
-pub fn others_spinning(ts: &TaskState) -> bool {
-    let cluster = ts.cluster;
+pub fn others_spinning(ts: &TaskState, cluster: u32) -> bool {
     if cluster == 0 {
         return false;
     }
@@ -96,27 +95,65 @@ extern "C" fn vma_found(_task: *mut u8, vma: *mut u8, out: *mut VmaInfo) -> i64 
 /// own minor and major fault counts are per completed fault; README).
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
-    let Some(ts) = traced_current(&ctx) else {
+    fault(&ctx);
+    0
+}
+
+/// The same arguments: a fault taken in kernel mode, which is the task's
+/// when the address is a user one. PostgreSQL reads a block with `pread`
+/// into a buffer page: the kernel's copy faults the page in (most of a
+/// backend's first touches of shared_buffers come this way).
+#[btf_tracepoint(function = "page_fault_kernel")]
+pub fn page_fault_kernel(ctx: BtfTracePointContext) -> u32 {
+    // Kernel addresses have the top bit set (x86-64, arm64).
+    if (ctx.arg::<u64>(0) as i64) < 0 {
         return 0;
+    }
+    fault(&ctx);
+    0
+}
+
+#[inline(always)]
+fn fault(ctx: &BtfTracePointContext) {
+    let Some(ts) = traced_current(ctx) else {
+        return;
     };
     let address = ctx.arg::<u64>(0);
+    let cluster = cluster_of(ts);
     let sink = Sink::of(ts);
-    match region(ts.cluster, address) {
-        Some((region, huge)) => {
-            sink.add(region, 1);
-            if huge {
-                sink.add(counter::FAULTS_HUGETLB, 1);
-            }
+    ts.flags |= FINDING_VMA;
+    let found = region(cluster, address);
+    ts.flags &= !FINDING_VMA;
+    if let Some((region, huge)) = found {
+        sink.add(region, 1);
+        if huge {
+            sink.add(counter::FAULTS_HUGETLB, 1);
         }
-        None => {}
     }
     if ts.spin_start_ns != 0 {
         sink.add(counter::FAULTS_WHILE_SPINNING, 1);
     }
-    if others_spinning(ts) {
+    if others_spinning(ts, cluster) {
         sink.add(counter::FAULTS_WHILE_OTHERS_SPIN, 1);
     }
-    0
+}
+
+/// The task's cluster; for a process the agent has not classified yet (a
+/// new backend, which faults in shared memory from its first instructions),
+/// its parent's.
+#[inline(always)]
+fn cluster_of(ts: &TaskState) -> u32 {
+    if ts.cluster != 0 {
+        return ts.cluster;
+    }
+    let parent = KernelTask::current().parent();
+    if parent.addr() == 0 {
+        return 0;
+    }
+    match unsafe { PROC_INFO.get(parent.tgid()) } {
+        Some(info) => info.cluster,
+        None => 0,
+    }
 }
 
 /// The region counter for a fault at `address`, and whether its mapping is
@@ -164,12 +201,15 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
 }
 
 /// `mmap_lock_start_locking(struct mm_struct *mm, bool write)`: the task
-/// asks for an `mmap_lock` (a try-lock does not come here).
+/// asks for an `mmap_lock` (try-locks come here too, and wait for nothing).
 #[btf_tracepoint(function = "mmap_lock_start_locking")]
 pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> u32 {
     let Some(ts) = traced_current(&ctx) else {
         return 0;
     };
+    if ts.flags & FINDING_VMA != 0 {
+        return 0; // the fault program's own look-up
+    }
     let write = ctx.arg::<u64>(1) & 0xff != 0;
     let now = unsafe { bpf_ktime_get_ns() };
     // Bit 0: write; bit 1: set, so that the value is never 0.
@@ -178,11 +218,11 @@ pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> u32 {
 }
 
 /// `mmap_lock_acquire_returned(struct mm_struct *mm, bool write, bool success)`:
-/// the wait (if this task's start was seen) ends, acquired or interrupted
-/// by a fatal signal. Try-locks (the kernel's, and `bpf_find_vma`'s inside
-/// the fault program) come here without a start and are not counted.
+/// the wait (if this task's start was seen) ends. Counted if the lock was
+/// taken: a failed try-lock, or a wait cut short by a fatal signal, is not
+/// an acquisition.
 #[btf_tracepoint(function = "mmap_lock_acquire_returned")]
-pub fn mmap_lock_acquire_returned(_ctx: BtfTracePointContext) -> u32 {
+pub fn mmap_lock_acquire_returned(ctx: BtfTracePointContext) -> u32 {
     let t = KernelTask::current();
     if !t.comm_traced() {
         return 0;
@@ -191,10 +231,13 @@ pub fn mmap_lock_acquire_returned(_ctx: BtfTracePointContext) -> u32 {
         return 0;
     };
     let start = ts.mmap_lock_start_ns;
-    if start == 0 {
+    if start == 0 || ts.flags & FINDING_VMA != 0 {
         return 0;
     }
     ts.mmap_lock_start_ns = 0;
+    if ctx.arg::<u64>(2) & 0xff == 0 {
+        return 0;
+    }
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start & !3);
     Sink::of(ts).mmap_lock_wait(start & 1 != 0, ns);
     0
@@ -320,9 +363,11 @@ pub fn sched_swap_numa(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// `mm_migrate_pages(unsigned long succeeded, ...)`: pages migrated in
-/// the task's context (NUMA balancing's misplaced pages, and the pages its
-/// own direct compaction moves).
+/// `mm_migrate_pages(unsigned long succeeded, ...)`: base pages migrated
+/// in the task's context, for any reason: NUMA balancing's misplaced pages,
+/// its own direct compaction, `mbind`/`move_pages`, demotion in its direct
+/// reclaim. (The reason is the last argument, whose position differs
+/// between kernels.)
 #[btf_tracepoint(function = "mm_migrate_pages")]
 pub fn mm_migrate_pages(ctx: BtfTracePointContext) -> u32 {
     let t = KernelTask::current();

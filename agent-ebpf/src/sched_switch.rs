@@ -188,7 +188,7 @@ fn account_switch_out(
             // Preempted while spinning in s_lock: its slice burned waiting.
             sink.add(counter::SPINNER_PREEMPTIONS, 1);
         }
-        if others_spinning(ts) {
+        if others_spinning(ts, ts.cluster) {
             // Maybe the holder of the lock they spin on (README).
             sink.add(counter::PREEMPTIONS_WHILE_OTHERS_SPIN, 1);
             ts.flags |= OTHERS_SPIN;

@@ -104,6 +104,13 @@ impl KernelTask {
         self.load(task_layout!(pcount))
     }
 
+    /// The task's parent (`real_parent`, an RCU-protected BTF pointer: its
+    /// fields are read with faulting-safe loads).
+    #[inline(always)]
+    pub fn parent(self) -> Self {
+        KernelTask(self.load::<*const u8>(task_layout!(real_parent)))
+    }
+
     /// True if the task's `comm` is one of the traced names.
     #[inline(always)]
     pub fn comm_traced(self) -> bool {
@@ -133,6 +140,14 @@ pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static
         return Some(ts);
     }
     let tid = t.pid();
+    if let Some(stale) = TASKS.get_ptr(tid) {
+        // A task whose final switch-out was not seen, and which died inside
+        // `s_lock`: it stops counting as a spinner.
+        let stale = unsafe { &*stale };
+        if stale.spin_start_ns != 0 {
+            crate::memory::spinners_add(stale.spin_cluster, -1);
+        }
+    }
     // BPF_ANY: creates, or replaces a stale entry whole.
     if TASKS.insert(tid, EMPTY, 0).is_err() {
         bump_diag(diag::TASK_MAP_FULL);

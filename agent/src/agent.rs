@@ -1,6 +1,9 @@
 //! The agent: loaded probes plus the process table, and the reads that the
 //! daemon, trace sessions and tests make of them.
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
@@ -89,9 +92,16 @@ pub struct Agent {
     /// When the programs were attached: counting starts here.
     pub attached_at: std::time::Instant,
     refreshes: u64,
-    /// Main shared memory segments by cluster id, with the process they
-    /// were read from (a new postmaster of the cluster reads it again).
-    segments: HashMap<u32, (u32, Option<ClusterSegment>)>,
+    /// Main shared memory segments by cluster id.
+    segments: HashMap<u32, KnownSegment>,
+}
+
+/// A cluster's main segment as last read.
+struct KnownSegment {
+    /// The process it was read from (a new postmaster reads it again).
+    from: u32,
+    found: Option<ClusterSegment>,
+    read_at: Instant,
 }
 
 /// The maps the agent writes or reads often, taken out of the `Ebpf`.
@@ -261,18 +271,26 @@ impl Agent {
     /// Reads the main shared memory segment of a new process's cluster if
     /// it is not known yet, or if the process is a postmaster (a restarted
     /// cluster maps a new one). Processes of one cluster inherit it at one
-    /// address; the kernel programs count faults in that range.
+    /// address; the kernel programs count faults in that range. A cluster
+    /// whose segment was not found (a postmaster caught before it mapped
+    /// it) is read again from its next new process, at most once a second;
+    /// processes without a postmaster (`pid:` clusters) have none.
     fn learn_segment(&mut self, pid: u32) {
         let Some(t) = self.tracker.procs.get(&pid) else {
             return;
         };
         let cluster = t.cluster_id;
-        if cluster == 0 || cluster >= agent_common::config::MAX_GROUPS {
+        if cluster == 0
+            || cluster >= agent_common::config::MAX_GROUPS
+            || t.class.cluster.starts_with("pid:")
+        {
             return;
         }
         let postmaster = t.class.backend_type == "postmaster";
         match self.segments.get(&cluster) {
-            Some((from, _)) if !postmaster || *from == pid => return,
+            Some(k) if k.from == pid => return,
+            Some(k) if !postmaster && k.found.is_some() => return,
+            Some(k) if !postmaster && k.read_at.elapsed() < Duration::from_secs(1) => return,
             _ => {}
         }
         let found = shared_memory::of_process(std::path::Path::new("/proc"), pid);
@@ -289,16 +307,31 @@ impl Agent {
                 f.huge_pages.summary
             );
         }
-        self.segments.insert(cluster, (pid, found));
+        self.segments.insert(
+            cluster,
+            KnownSegment {
+                from: pid,
+                found,
+                read_at: Instant::now(),
+            },
+        );
     }
 
-    /// The clusters' main shared memory segments as found.
+    /// The main shared memory segments of the clusters with a live process.
     pub fn shared_memory(&self) -> Vec<SharedMemory> {
+        let live: std::collections::HashSet<u32> = self
+            .tracker
+            .procs
+            .values()
+            .filter(|t| t.exited_at.is_none())
+            .map(|t| t.cluster_id)
+            .collect();
         let mut out: Vec<SharedMemory> = self
             .segments
             .iter()
-            .filter_map(|(&id, (_, seg))| {
-                let seg = seg.as_ref()?;
+            .filter(|(id, _)| live.contains(id))
+            .filter_map(|(&id, known)| {
+                let seg = known.found.as_ref()?;
                 let cluster = self.tracker.groups.cluster_name(id)?.to_string();
                 let h = &seg.huge_pages;
                 Some(SharedMemory {

@@ -107,7 +107,12 @@ fn page_faults_by_region_match_getrusage() {
         counters(&agent, kid).v[what] - before
     };
     let shared_got = step(counter::FAULTS_OTHER_SHARED);
+    let waits = |c: &Counters| pgpreempt::kernel::snapshot::mmap_lock_waits(c).0;
+    let waits_before = waits(&counters(&agent, kid));
     let private_got = step(counter::FAULTS_PRIVATE);
+    // Faults outside the main segment look their mapping up with a try-lock
+    // of mmap_lock, which the kernel traces: not the process's own.
+    let waits_in_loop = waits(&counters(&agent, kid)) - waits_before;
     let file_got = step(counter::FAULTS_FILE);
     gate.release(1);
     reap(&[kid]);
@@ -125,4 +130,57 @@ fn page_faults_by_region_match_getrusage() {
         agent.diag()[agent_common::stats::diag::FAULT_REGION_UNKNOWN],
         0
     );
+}
+
+/// PostgreSQL reads a block with `pread` into a buffer page it has never
+/// touched: the kernel's copy takes the fault (a kernel-mode fault on a
+/// user address), which `getrusage` counts and the agent must too.
+#[test]
+fn faults_the_kernel_takes_on_user_pages_are_counted() {
+    common::require_root();
+    let path = std::env::temp_dir().join(format!("pgpt-pread-{}", std::process::id()));
+    std::fs::write(&path, vec![7u8; PAGES * PAGE]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let shared = map(libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, PAGES * PAGE) as usize;
+    let agent = common::agent_for("pgpt-preader");
+    let gate = Gate::new();
+    let truth: Shared<Truth> = Shared::new();
+    let t = truth.ptr as usize;
+    let kid = fork_child(move || {
+        set_comm(b"pgpt-preader");
+        let truth = unsafe { &mut *(t as *mut Truth) };
+        truth.shared = 0;
+        if !gate.pass() {
+            return;
+        }
+        let before = minflt();
+        for i in 0..PAGES {
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    (shared + i * PAGE) as *mut libc::c_void,
+                    PAGE,
+                    (i * PAGE) as libc::off_t,
+                )
+            };
+            assert_eq!(n, PAGE as isize);
+        }
+        truth.shared = minflt() - before;
+        gate.pass();
+    });
+    common::wait_asleep(&[kid]);
+    let before = counters(&agent, kid).v[counter::FAULTS_OTHER_SHARED];
+    gate.release(1);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    common::wait_asleep(&[kid]);
+    let got = counters(&agent, kid).v[counter::FAULTS_OTHER_SHARED] - before;
+    gate.release(1);
+    reap(&[kid]);
+    let _ = std::fs::remove_file(&path);
+    let want = truth.get().shared;
+    eprintln!("pread into fresh shared pages: agent {got}, getrusage {want}");
+    assert!(want >= PAGES as u64);
+    assert_eq!(got, want);
 }

@@ -57,13 +57,18 @@ pub const PROGRAMS: &[(&str, Hook)] = &[
     MEMORY_PROGRAMS[9],
     MEMORY_PROGRAMS[10],
     MEMORY_PROGRAMS[11],
+    MEMORY_PROGRAMS[12],
 ];
 
 /// The memory programs and their tracepoints.
-pub const MEMORY_PROGRAMS: [(&str, Hook); 12] = [
+pub const MEMORY_PROGRAMS: [(&str, Hook); 13] = [
     (
         "page_fault_user",
         Hook::OptionalBtf("exceptions", "page_fault_user"),
+    ),
+    (
+        "page_fault_kernel",
+        Hook::OptionalBtf("exceptions", "page_fault_kernel"),
     ),
     (
         "mmap_lock_start_locking",

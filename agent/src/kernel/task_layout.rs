@@ -100,6 +100,8 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         start_time: task(&["start_time"], 8)?,
         vma_flags: vma(&["vm_flags"], std::mem::size_of::<usize>())?,
         vma_file: vma(&["vm_file"], std::mem::size_of::<usize>())?,
+        real_parent: task(&["real_parent"], std::mem::size_of::<usize>())?,
+        _pad: 0,
     })
 }
 
@@ -196,8 +198,8 @@ fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
 pub fn describe(l: &TaskLayout) -> String {
     format!(
         "task_struct: pid at {}, tgid at {}, comm at {}, sched_info.run_delay at {}, \
-         sched_info.pcount at {}, start_time at {}; vm_area_struct: vm_flags at {}, vm_file at {}",
-        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time, l.vma_flags, l.vma_file
+         sched_info.pcount at {}, start_time at {}, real_parent at {}; vm_area_struct: vm_flags at {}, vm_file at {}",
+        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time, l.real_parent, l.vma_flags, l.vma_file
     )
 }
 

@@ -80,13 +80,17 @@ impl Uprobes {
             }
             self.loaded = true;
         }
+        // The return probe first: a task that enters `s_lock` between the
+        // two attaches is then seen leaving it without having entered
+        // (ignored), never entering without leaving (counted as spinning).
         let [enter, ret] = PROGRAMS;
-        let link = Self::program(ebpf, enter)?
+        let link = Self::program(ebpf, ret)?
             .attach(SYMBOL, target, UProbeScope::AllProcesses)
             .map_err(|e| chain(&e))?;
-        if let Err(e) = Self::program(ebpf, ret)?.attach(SYMBOL, target, UProbeScope::AllProcesses)
+        if let Err(e) =
+            Self::program(ebpf, enter)?.attach(SYMBOL, target, UProbeScope::AllProcesses)
         {
-            let _ = Self::program(ebpf, enter)?.detach(link);
+            let _ = Self::program(ebpf, ret)?.detach(link);
             return Err(chain(&e));
         }
         Ok(())
