@@ -17,9 +17,9 @@ use agent_common::stats::{counter, diag, Counters};
 use common::{
     postgres::Cluster,
     workload::{
-        burn_cpu, fork_child, futex_wait, futex_wake, kill, now_ns, own_nivcsw, own_run_delay_ns,
-        pin_to_cpu, reap, reap_rusage, run_delay_of, set_comm, set_fifo, sleep_ns, spin_for,
-        wait_exited, Gate, Shared,
+        burn_cpu, clone_thread, fork_child, futex_wait, futex_wake, now_ns, own_nivcsw,
+        own_run_delay_ns, pin_to_cpu, reap, reap_rusage, run_delay_of, set_comm, set_fifo,
+        sleep_ns, spin_for, wait_exited, Gate, Killed, Shared,
     },
 };
 use pgpreempt::{agent::Agent, config::Config};
@@ -539,27 +539,6 @@ impl Drop for PidMax {
     }
 }
 
-/// A child killed and reaped on drop, also when the test panics (a
-/// real-time ticker or an endless loop must not outlive it).
-struct Killed(u32);
-
-impl Killed {
-    /// For a child the test reaps itself once it has ended: after that its
-    /// pid may belong to someone else.
-    fn disarm(self) -> u32 {
-        let pid = self.0;
-        std::mem::forget(self);
-        pid
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        kill(self.0);
-        reap(&[self.0]);
-    }
-}
-
 #[repr(C)]
 struct ReuseBoard {
     /// Bit p: pid p was a traced process or thread of the churn.
@@ -605,21 +584,10 @@ extern "C" fn churn_thread(_: *mut c_void) -> c_int {
 /// out, and both exit within a millisecond (the agent never classifies it).
 fn churn_child(board: &ReuseBoard) {
     mark_used(board, unsafe { libc::getpid() } as u32);
-    let top = unsafe {
-        std::ptr::addr_of_mut!(THREAD_STACK)
-            .cast::<u8>()
-            .add(64 * 1024)
-    };
     let tid = unsafe {
-        libc::clone(
+        clone_thread(
             churn_thread,
-            top as *mut c_void,
-            libc::CLONE_VM
-                | libc::CLONE_FS
-                | libc::CLONE_FILES
-                | libc::CLONE_SIGHAND
-                | libc::CLONE_THREAD
-                | libc::CLONE_SYSVSEM,
+            std::ptr::addr_of_mut!(THREAD_STACK),
             std::ptr::null_mut(),
         )
     };

@@ -4,10 +4,10 @@
 //! lock that the test holds.
 mod common;
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use agent_common::stats::counter;
-use common::postgres::{clients, Cluster};
+use common::postgres::{clients, run_polling, Cluster};
 use pgpreempt::{agent::Agent, config::Config};
 
 #[test]
@@ -107,25 +107,6 @@ fn backends_match_the_kernel_under_pgbench() {
     lock.send("COMMIT;");
     let _ = bench.kill();
     let _ = bench.wait();
-}
-
-/// Runs a load while polling the agent as the daemon does (every 100 ms),
-/// so new backends are classified while they work.
-fn run_polling(agent: &mut Agent, cmd: &mut std::process::Command) {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            assert!(st.success(), "{cmd:?} failed");
-            break;
-        }
-        agent.refresh();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    agent.refresh();
 }
 
 fn group_counter(agent: &Agent, cluster: &str, backend_type: &str, idx: usize) -> u64 {

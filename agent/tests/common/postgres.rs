@@ -57,17 +57,32 @@ impl Cluster {
         ok(as_postgres(&c.bin, "initdb")
             .args(["-A", "trust", "-U", "postgres", "-D"])
             .arg(c.data()));
-        let mut opts = format!("-k {} -c listen_addresses=''", c.dir.path().display());
+        c.pg_ctl_start(settings);
+        c
+    }
+
+    fn pg_ctl_start(&self, settings: &[&str]) {
+        let mut opts = format!("-k {} -c listen_addresses=''", self.dir.path().display());
         for s in settings {
             opts.push_str(&format!(" -c {s}"));
         }
-        ok(as_postgres(&c.bin, "pg_ctl")
+        ok(as_postgres(&self.bin, "pg_ctl")
             .arg("-D")
-            .arg(c.data())
+            .arg(self.data())
             .args(["-w", "-o", &opts, "-l"])
-            .arg(c.dir.path().join("log"))
+            .arg(self.dir.path().join("log"))
             .arg("start"));
-        c
+    }
+
+    /// Stops the cluster (fast shutdown) and starts it again with
+    /// `settings` instead: a new postmaster, a new main shared memory
+    /// segment, an empty buffer pool.
+    pub fn restart(&self, settings: &[&str]) {
+        ok(as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-w", "-m", "fast", "stop"]));
+        self.pg_ctl_start(settings);
     }
 
     /// `pgbench -i` at scale `scale`.
@@ -210,6 +225,25 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Runs a load while polling the agent as the daemon does (every 100 ms),
+/// so new backends are classified while they work.
+pub fn run_polling(agent: &mut pgpreempt::agent::Agent, cmd: &mut Command) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "{cmd:?} failed");
+            break;
+        }
+        agent.refresh();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.refresh();
 }
 
 impl Drop for Cluster {

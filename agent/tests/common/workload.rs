@@ -155,6 +155,27 @@ pub fn kill(pid: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
 }
 
+/// A child killed and reaped on drop, also when the test panics (a
+/// real-time ticker or an endless loop must not outlive it).
+pub struct Killed(pub u32);
+
+impl Killed {
+    /// For a child the test reaps itself once it has ended: after that its
+    /// pid may belong to someone else.
+    pub fn disarm(self) -> u32 {
+        let pid = self.0;
+        std::mem::forget(self);
+        pid
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        kill(self.0);
+        reap(&[self.0]);
+    }
+}
+
 /// A pipe used as a gate: children block reading one byte per round.
 #[derive(Clone, Copy)]
 pub struct Gate {
@@ -183,6 +204,11 @@ impl Gate {
             unsafe { libc::write(self.w, buf.as_ptr() as *const libc::c_void, n) },
             n as isize
         );
+    }
+    /// In a child: writes one byte, without allocating (a "done" to a
+    /// parent blocked in [`Gate::pass`]).
+    pub fn signal(&self) {
+        unsafe { libc::write(self.w, b"x".as_ptr() as *const libc::c_void, 1) };
     }
     pub fn close(&self) {
         unsafe {
@@ -246,6 +272,35 @@ impl Spinners {
             kill(k);
         }
         reap(&self.kids);
+    }
+}
+
+/// Starts a thread of this process running `f(arg)` on `stack` with raw
+/// `clone` (no allocation, no mapping: safe in a forked child). The thread
+/// shares the thread-local state of its creator: raw system calls only.
+/// Returns its tid.
+///
+/// # Safety
+/// `stack` must stay unused by anything else while the thread lives.
+pub unsafe fn clone_thread(
+    f: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    stack: *mut [u8],
+    arg: *mut libc::c_void,
+) -> i32 {
+    // The top of the stack, 16-byte aligned as the ABI wants.
+    let top = (stack as *mut u8 as usize + stack.len()) & !15;
+    unsafe {
+        libc::clone(
+            f,
+            top as *mut libc::c_void,
+            libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SIGHAND
+                | libc::CLONE_THREAD
+                | libc::CLONE_SYSVSEM,
+            arg,
+        )
     }
 }
 
