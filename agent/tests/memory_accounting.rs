@@ -42,10 +42,32 @@ struct Truth {
     file: u64,
 }
 
+/// Before a child's first measured window: its rusage buffer and the stack
+/// below it are written now, in user mode. Otherwise the kernel's first
+/// write there (the byte a gate's `read` delivers, the figures `getrusage`
+/// writes out after reading them) is a copy-on-write fault after the fork,
+/// taken in the kernel inside the agent's window but outside getrusage's.
+fn warm_up() {
+    minflt();
+    let mut stack = [0u8; 64 * 1024];
+    for i in (0..stack.len()).step_by(PAGE) {
+        unsafe { std::ptr::write_volatile(&mut stack[i], 1) };
+    }
+    std::hint::black_box(&stack);
+}
+
+/// The process's minor faults. The kernel writes the figures out after
+/// reading them: on a page the child has not written since the fork, that
+/// write faults (in the kernel, counted by the agent) after the reading.
+/// So every call writes to one static buffer, which the first call (before
+/// any measured window) has faulted in.
 fn minflt() -> u64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    ru.ru_minflt as u64
+    static mut RU: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe {
+        let ru = std::ptr::addr_of_mut!(RU);
+        libc::getrusage(libc::RUSAGE_SELF, ru);
+        (*ru).ru_minflt as u64
+    }
 }
 
 fn map(flags: i32, fd: i32, len: usize) -> *mut u8 {
@@ -156,6 +178,7 @@ fn page_faults_by_region_match_getrusage() {
     let t = truth.ptr as usize;
     let kid = fork_child(move || {
         set_comm(b"pgpt-faulter");
+        warm_up();
         let truth = unsafe { &mut *(t as *mut Truth) };
         // Its page faulted in now, not inside a measured window.
         truth.shared = 0;
@@ -245,6 +268,7 @@ fn faults_taken_inside_system_calls_count_too() {
     let t = truth.ptr as usize;
     let kid = Killed(fork_child(move || {
         set_comm(b"pgpt-faulter");
+        warm_up();
         let truth = unsafe { &mut *(t as *mut ReadTruth) };
         // What the round runs besides the copy is faulted in now.
         truth.minflt = minflt();
@@ -694,6 +718,7 @@ fn faults_and_preemptions_while_another_process_spins() {
     }));
     let b = Killed(fork_child(move || {
         set_comm(b"pgpt-overlap");
+        warm_up();
         pin_to_cpu(cpu);
         let board = unsafe { &*(bp as *const OverlapBoard) };
         let regions = [0, 1].map(|_| {
@@ -850,6 +875,7 @@ fn faults_inside_its_own_s_lock_are_counted() {
     let t = truth.ptr as usize;
     let kid = Killed(fork_child(move || {
         set_comm(b"pgpt-inside");
+        warm_up();
         let fresh = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, CALLS * PAGE);
         let call = |lock: *mut u64| unsafe {
             s_lock(lock, c"s_lock.c".as_ptr(), 0, c"inside".as_ptr());

@@ -207,8 +207,12 @@ impl Gate {
     }
     /// In a child: writes one byte, without allocating (a "done" to a
     /// parent blocked in [`Gate::pass`]).
+    /// The byte is on the stack: a literal's read-only page may not be
+    /// mapped in a forked child yet, and the kernel's read of it would be
+    /// a page fault of the child's (the memory tests count those).
     pub fn signal(&self) {
-        unsafe { libc::write(self.w, b"x".as_ptr() as *const libc::c_void, 1) };
+        let b = std::hint::black_box(b'x');
+        unsafe { libc::write(self.w, &b as *const u8 as *const libc::c_void, 1) };
     }
     pub fn close(&self) {
         unsafe {
