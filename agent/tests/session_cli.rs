@@ -62,6 +62,9 @@ fn check_finds_a_scratch_cluster_on_this_host() {
             && line.contains(" at 192 (pgpreempt run, default sizes)"),
         "{line}"
     );
+    // The memory programs' tracepoints and the NUMA nodes.
+    assert!(text.contains("\n  memory events "), "{text}");
+    assert!(text.contains("\n  NUMA          "), "{text}");
     assert!(text.contains(&format!("  {datadir}\n")), "{text}");
     assert!(
         text.contains(&format!("pid {}, ", pg.postmaster_pid())),
@@ -93,6 +96,8 @@ fn check_finds_a_scratch_cluster_on_this_host() {
         .unwrap()
         .iter()
         .any(|m| m["name"] == "PROC_STATS" && m["max_entries"] == 1));
+    assert_eq!(v["memory"]["programs"].as_array().unwrap().len(), 12);
+    assert!(v["memory"]["numa_nodes"].as_u64().unwrap() >= 1);
     assert!(["none", "voluntary", "full", "lazy", "rt", "unknown"]
         .contains(&v["kernel"]["preempt_model"].as_str().unwrap()));
     let cl = v["clusters"]

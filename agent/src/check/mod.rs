@@ -3,6 +3,7 @@
 //! cannot work. Everything is read under a host root (`/`, or a fixture
 //! tree in tests) so that every branch is tested on constructed inputs.
 pub mod map_memory;
+pub mod memory;
 pub mod postgres;
 pub mod rseq;
 
@@ -71,6 +72,8 @@ pub struct CheckReport {
     pub btf: Item,
     pub tracefs: Item,
     pub tracepoints: Item,
+    /// The memory programs' tracepoints (optional) and the NUMA nodes.
+    pub memory: memory::MemoryCheck,
     pub privileges: Item,
     /// The kernel programs loaded (verified, not attached), or why not.
     pub bpf_programs: Item,
@@ -188,6 +191,14 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
         }
     };
 
+    let memory = memory::assess(
+        mounted.then(|| tracefs_root.join("events")).as_deref(),
+        &at("sys/devices/system/node"),
+        std::fs::read_to_string(at("proc/sys/kernel/numa_balancing"))
+            .ok()
+            .as_deref(),
+    );
+
     let mut map_memory = None;
     let bpf_programs = match probes.load_programs {
         None => item(Status::Info, "not tried"),
@@ -268,6 +279,7 @@ pub fn gather(root: &Path, probes: &Probes) -> CheckReport {
         btf,
         tracefs,
         tracepoints,
+        memory,
         privileges,
         bpf_programs,
         map_memory,
@@ -329,6 +341,8 @@ pub fn render(c: &CheckReport) -> String {
         ("BTF", shown(&c.btf)),
         ("tracefs", shown(&c.tracefs)),
         ("tracepoints", shown(&c.tracepoints)),
+        ("memory events", shown(&c.memory.tracepoints)),
+        ("NUMA", shown(&c.memory.numa)),
         ("privileges", shown(&c.privileges)),
         ("BPF programs", shown(&c.bpf_programs)),
         (
@@ -562,12 +576,24 @@ mod tests {
         let h = Host::new();
         config_gz(&h, "CONFIG_PREEMPT_DYNAMIC=y\nCONFIG_PREEMPT_VOLUNTARY=y\n# CONFIG_RSEQ_SLICE_EXTENSION is not set\n");
         let data = h.cluster(Some("postmaster-4k-pages.smaps"));
+        // All memory tracepoints but memcg reclaim's, on one NUMA node.
+        for (_, hook) in crate::kernel::probes::MEMORY_PROGRAMS {
+            if let crate::kernel::probes::Hook::OptionalBtf(category, name) = hook {
+                if !name.starts_with("mm_vmscan_memcg") {
+                    h.write(
+                        &format!("sys/kernel/tracing/events/{category}/{name}/format"),
+                        "name: x\n",
+                    );
+                }
+            }
+        }
+        h.write("sys/devices/system/node/online", "0\n");
         let load = || {
             use crate::kernel::map_memory::{MapMemory, Shape};
             let group_stats = Shape {
                 map_type: 6,
                 key_size: 4,
-                value_size: 816,
+                value_size: 864,
                 max_entries: 128,
                 flags: 0,
             };
@@ -575,7 +601,7 @@ mod tests {
                 programs: 12,
                 map_memory: Ok(MapMemoryReport {
                     possible_cpus: 2,
-                    maps: vec![MapMemory::new("GROUP_STATS", group_stats, 210_232, None, 2)],
+                    maps: vec![MapMemory::new("GROUP_STATS", group_stats, 222_520, None, 2)],
                 }),
             })
         };
@@ -610,22 +636,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pid 100, 4 processes, 2 client backends"));
-        // 210,232 B here; 94 more CPUs of 128 x 816 B each at 96.
+        // 222,520 B here; 94 more CPUs of 128 x 864 B each at 96.
         assert!(
             text.contains(
-                "  map memory    205.3 KiB here (2 CPUs), 9.6 MiB at 96 CPUs, 19.1 MiB at 192 (pgpreempt run, default sizes)\n"
+                "  map memory    217.3 KiB here (2 CPUs), 10.1 MiB at 96 CPUs, 20.3 MiB at 192 (pgpreempt run, default sizes)\n"
             ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  memory events 10 of 12 memory tracepoints present; missing: vmscan/mm_vmscan_memcg_reclaim_begin, vmscan/mm_vmscan_memcg_reclaim_end (not attached: memory-cgroup reclaim stalls stay zero)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  NUMA          1 node: NUMA balancing figures (task migrations between nodes, pages migrated) stay zero\n"),
             "{text}"
         );
         // The JSON form has the same facts.
         let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["memory"]["numa_nodes"], 1);
+        assert_eq!(v["memory"]["tracepoints"]["status"], "info");
+        assert_eq!(
+            v["memory"]["programs"][0],
+            serde_json::json!({
+                "program": "page_fault_user",
+                "tracepoint": "exceptions/page_fault_user",
+                "measures": "page faults by region, and faults while others spin",
+                "present": true
+            })
+        );
+        assert_eq!(v["memory"]["programs"][5]["present"], false);
         assert_eq!(v["clusters"][0]["huge_pages"]["state"], "off");
         assert_eq!(v["ok"], true);
-        assert_eq!(v["map_memory"]["daemon"]["bytes"], 210_232);
+        assert_eq!(v["map_memory"]["daemon"]["bytes"], 222_520);
         assert_eq!(v["map_memory"]["daemon"]["at"][0]["cpus"], 96);
         assert_eq!(
             v["map_memory"]["daemon"]["at"][0]["bytes"],
-            210_232 + 94 * 128 * 816
+            222_520 + 94 * 128 * 864
         );
     }
 
@@ -733,6 +779,10 @@ mod tests {
         let c = h.check(rseq::Probe::Unknown, None);
         assert!(c.ok);
         assert_eq!(c.tracefs.status, Status::Warn);
+        assert_eq!(
+            c.memory.tracepoints.detail,
+            "not checked: tracefs is not mounted"
+        );
         h.write("proc/self/status", "CapEff:\t000000c000000000\n"); // CAP_BPF + CAP_PERFMON
         let c = h.check(rseq::Probe::Unknown, None);
         assert!(!c.ok);
