@@ -8,10 +8,12 @@ pub const MAX_COMMS: usize = 8;
 /// most `--max-groups` allows.
 pub const MAX_GROUPS: u32 = 256;
 /// Default number of groups (`--max-groups`): the per-group statistics are a
-/// per-CPU array of 816-byte entries, 104 KiB per CPU at 128.
+/// per-CPU array of `GroupStats` (864 bytes, 108 KiB per CPU at 128) and one
+/// shared array of `SharedGroupStats` (1,152 bytes, 144 KiB at 128).
 pub const DEFAULT_MAX_GROUPS: u32 = 128;
 /// Default capacity of the spinlock call-site map (`--max-spin-sites`), a
-/// per-CPU hash of 280-byte entries: 35 KiB per CPU at 128.
+/// per-CPU hash of `SpinStats` (216 bytes, 27 KiB per CPU at 128), with the
+/// sites' names in a hash of one 64-byte copy each.
 pub const DEFAULT_MAX_SPIN_SITES: u32 = 128;
 /// Default capacity of the per-process map (`--max-processes`).
 pub const DEFAULT_MAX_PROCESSES: u32 = 8192;

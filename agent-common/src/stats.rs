@@ -266,13 +266,15 @@ pub struct SpinKey {
     pub func: u64,
 }
 
-/// Contended acquisitions at one call site (per CPU).
+/// Contended acquisitions at one call site (per CPU). The site's name is
+/// kept once, in a map of its own ([`SiteName`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct SpinStats {
-    /// The site's name, NUL-terminated, read once when the site is first seen
-    /// (on that CPU's copy only: the agent takes any non-empty copy).
-    pub name: [u8; SITE_NAME_LEN],
     pub delays: u64,
     pub hist: Hist,
 }
+
+/// A call site's name, NUL-terminated (one copy, not per CPU): added by the
+/// first uprobe run that reads it, never empty, never changed.
+pub type SiteName = [u8; SITE_NAME_LEN];

@@ -4,8 +4,8 @@ use agent_common::{
     config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
     futex::SyscallLayout,
     stats::{
-        diag, Counters, GroupStats, ProcInfo, Segment, SharedGroupStats, SpinKey, SpinStats,
-        TaskSeed, HOLDER_HISTORY,
+        diag, Counters, GroupStats, ProcInfo, Segment, SharedGroupStats, SiteName, SpinKey,
+        SpinStats, TaskSeed, HOLDER_HISTORY,
     },
 };
 use aya_ebpf::{
@@ -240,8 +240,15 @@ pub static GENERATION: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static PIDS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
+/// Contended `s_lock` calls per call site, per CPU. Size set by the agent.
 #[map]
 pub static SPIN_SITES: PerCpuHashMap<SpinKey, SpinStats> = PerCpuHashMap::with_max_entries(1024, 0);
+
+/// The call sites' names, one copy each (not per CPU, so that a name costs
+/// 64 bytes, not 64 per possible CPU). Size set by the agent (as
+/// `SPIN_SITES`).
+#[map]
+pub static SPIN_SITE_NAMES: HashMap<SpinKey, SiteName> = HashMap::with_max_entries(1024, 0);
 
 /// Process births and deaths, for the agent. Rare, so a ring buffer.
 #[map]

@@ -11,7 +11,7 @@
 use agent_common::{
     hist::bucket_index,
     hist::HIST_BUCKETS,
-    stats::{counter, diag, Hist, SpinKey, SpinStats, SITE_NAME_LEN},
+    stats::{counter, diag, Hist, SiteName, SpinKey, SpinStats, SITE_NAME_LEN},
 };
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user_str_bytes},
@@ -22,14 +22,13 @@ use aya_log_ebpf::warn;
 
 use crate::{
     account::Sink,
-    maps::{atomic_add, bump_diag, SPIN_SITES},
+    maps::{atomic_add, bump_diag, SPIN_SITES, SPIN_SITE_NAMES},
     memory::spinners_add,
     task::{current_labels, task, KernelTask},
 };
 
-/// A new site's first value; its name is read into the map entry itself.
+/// A new site's first value (its name goes to `SPIN_SITE_NAMES`).
 static NEW_SITE: SpinStats = SpinStats {
-    name: [0; SITE_NAME_LEN],
     delays: 0,
     hist: Hist {
         buckets: [0; HIST_BUCKETS],
@@ -106,12 +105,14 @@ pub fn s_lock_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// Adds the call site the first time it is seen, then reads its name into
-/// the entry. The read fails if the name's page is not mapped in this
-/// process yet (the probe cannot fault it in), so it is retried while this
-/// CPU's copy has none; the agent also reads missing names from
-/// /proc/PID/mem. Two programs on one CPU may both write the name: the same
-/// bytes.
+/// Adds the call site the first time it is seen, then its name. The read
+/// fails if the name's page is not mapped in this process yet (the probe
+/// cannot fault it in), so it is retried while `SPIN_SITE_NAMES` has no
+/// entry for the site; the agent also reads missing names from
+/// /proc/PID/mem. The name is read onto the stack and added only if the read
+/// gave one (`BPF_NOEXIST`: an element is filled before it is linked in, so
+/// the map never holds an empty or half-written name; of two programs
+/// racing here, one adds it, with the same bytes).
 #[inline(always)]
 fn ensure_site(ctx: &ProbeContext, key: SpinKey) {
     if SPIN_SITES.get_ptr_mut(&key).is_none() {
@@ -127,13 +128,12 @@ fn ensure_site(ctx: &ProbeContext, key: SpinKey) {
             }
         }
     }
-    let Some(site) = SPIN_SITES.get_ptr_mut(&key) else {
+    if SPIN_SITE_NAMES.get_ptr(&key).is_some() {
         return;
-    };
-    let site = unsafe { &mut *site };
-    if site.name[0] == 0
-        && unsafe { bpf_probe_read_user_str_bytes(key.func as *const u8, &mut site.name) }.is_err()
-    {
-        site.name[0] = 0;
+    }
+    let mut name: SiteName = [0; SITE_NAME_LEN];
+    let read = unsafe { bpf_probe_read_user_str_bytes(key.func as *const u8, &mut name) };
+    if matches!(read, Ok(s) if !s.is_empty()) {
+        let _ = SPIN_SITE_NAMES.insert(&key, &name, 1);
     }
 }

@@ -8,8 +8,8 @@ use std::{
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
     stats::{
-        diag, Counters, GroupStats, GroupTotals, ProcInfo, Segment, SharedGroupStats, SpinKey,
-        SpinStats, TaskSeed,
+        diag, Counters, GroupStats, GroupTotals, ProcInfo, Segment, SharedGroupStats, SiteName,
+        SpinKey, SpinStats, TaskSeed,
     },
 };
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -115,6 +115,7 @@ struct Maps {
     generation: Array<MapData, u64>,
     generation_now: u64,
     spin_sites: PerCpuHashMap<MapData, SpinKey, SpinStats>,
+    spin_site_names: BpfHashMap<MapData, SpinKey, SiteName>,
     seeds: BpfHashMap<MapData, u32, TaskSeed>,
 }
 
@@ -185,6 +186,7 @@ impl Agent {
             generation: take(&mut probes, "GENERATION")?,
             generation_now: 0,
             spin_sites: take(&mut probes, "SPIN_SITES")?,
+            spin_site_names: take(&mut probes, "SPIN_SITE_NAMES")?,
             seeds: take(&mut probes, "SEEDS")?,
         };
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
@@ -366,7 +368,12 @@ impl Agent {
             let name = match names.get(&key) {
                 Some(n) => n.clone(),
                 None => {
-                    let found = crate::postgres::spin_sites::site_name(per_cpu.iter())
+                    let found = self
+                        .maps
+                        .spin_site_names
+                        .get(&key, 0)
+                        .ok()
+                        .and_then(|n| crate::postgres::spin_sites::site_name(&n))
                         .or_else(|| self.read_site_name(&key));
                     let first_seen = *self
                         .site_first_seen

@@ -99,15 +99,12 @@ struct ProbeArgs {
     #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_PROCESSES,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_processes: u32,
-    /// Label sets (cluster x backend_type) counted apart, 2 to 256; the rest
-    /// are counted as cluster="overflow". Each costs 816 bytes per possible
-    /// CPU of kernel memory.
-    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_GROUPS,
+    // Help from `max_groups_help` (the cost per group, from the map types).
+    #[arg(long, help = max_groups_help(), default_value_t = agent_common::config::DEFAULT_MAX_GROUPS,
           value_parser = clap::value_parser!(u32).range(2..=i64::from(agent_common::config::MAX_GROUPS)))]
     max_groups: u32,
-    /// Spinlock call sites counted (all clusters together); more are counted
-    /// as dropped. Each costs 280 bytes per possible CPU of kernel memory.
-    #[arg(long, default_value_t = agent_common::config::DEFAULT_MAX_SPIN_SITES,
+    // Help from `max_spin_sites_help`.
+    #[arg(long, help = max_spin_sites_help(), default_value_t = agent_common::config::DEFAULT_MAX_SPIN_SITES,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_spin_sites: u32,
     /// tracefs mount point (default /sys/kernel/tracing, mounted if missing).
@@ -175,6 +172,29 @@ impl SelectArgs {
 }
 
 /// A comm as the kernel keeps it: 1 to 15 bytes.
+/// `--max-groups`: what each group costs in kernel memory (the per-CPU and
+/// the shared part of a group's statistics).
+fn max_groups_help() -> String {
+    use agent_common::stats::{GroupStats, SharedGroupStats};
+    format!(
+        "Label sets (cluster x backend_type) counted apart, 2 to {}; the rest are counted as cluster=\"overflow\". Each costs {} bytes per possible CPU of kernel memory, and {} bytes once.",
+        agent_common::config::MAX_GROUPS,
+        size_of::<GroupStats>(),
+        size_of::<SharedGroupStats>()
+    )
+}
+
+/// `--max-spin-sites`: what each site costs (its per-CPU statistics, and
+/// its name once).
+fn max_spin_sites_help() -> String {
+    use agent_common::stats::{SiteName, SpinStats};
+    format!(
+        "Spinlock call sites counted (all clusters together); more are counted as dropped. Each costs {} bytes per possible CPU of kernel memory, and {} bytes once for its name.",
+        size_of::<SpinStats>(),
+        size_of::<SiteName>()
+    )
+}
+
 fn parse_comm(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > 15 {
         Err(format!(

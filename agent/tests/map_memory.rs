@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent_common::config::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SPIN_SITES};
+use agent_common::{
+    config::{DEFAULT_MAX_GROUPS, DEFAULT_MAX_PROCESSES, DEFAULT_MAX_SPIN_SITES},
+    stats::{Counters, SiteName, SpinStats},
+};
 use pgpreempt::{
     check::map_memory::{daemon_config, markdown, trace_config},
     config::Config,
@@ -18,6 +21,9 @@ use pgpreempt::{
 };
 
 const MIB: u64 = 1 << 20;
+
+/// A process's counters (`PROC_STATS`'s value), bytes.
+const COUNTERS: u64 = size_of::<Counters>() as u64;
 
 /// The kernel structs' sizes differ between kernel builds by a few hundred
 /// bytes at most: the fixed part of a map's model may be off by this much.
@@ -80,11 +86,24 @@ fn the_daemons_maps_fit_32_mib_at_96_cpus() {
     let proc_stats = shape("PROC_STATS");
     assert_eq!(proc_stats.shape.max_entries, 1);
     assert!(proc_stats.preallocated);
-    assert_eq!(proc_stats.per_cpu_bytes, 192 + 32);
+    assert_eq!(proc_stats.per_cpu_bytes, COUNTERS + 32);
     assert_eq!(shape("GROUP_STATS").shape.max_entries, DEFAULT_MAX_GROUPS);
+    assert_eq!(
+        shape("SHARED_GROUP_STATS").shape.max_entries,
+        DEFAULT_MAX_GROUPS
+    );
+    assert_eq!(shape("SHARED_GROUP_STATS").per_cpu_bytes, 0, "one copy");
     assert_eq!(
         shape("SPIN_SITES").shape.max_entries,
         DEFAULT_MAX_SPIN_SITES
+    );
+    // A site's name is kept once, not per CPU.
+    let names = shape("SPIN_SITE_NAMES");
+    assert_eq!(names.shape.max_entries, DEFAULT_MAX_SPIN_SITES);
+    assert_eq!(names.shape.value_size as usize, size_of::<SiteName>());
+    assert_eq!(
+        shape("SPIN_SITES").shape.value_size as usize,
+        size_of::<SpinStats>()
     );
     // The budget (every map is preallocated: nothing grows with use).
     assert!(r.maps.iter().all(|m| m.preallocated));
@@ -110,6 +129,7 @@ fn the_daemons_maps_fit_32_mib_at_96_cpus() {
         ..daemon_config()
     });
     assert_eq!(shape_of(&r, "SPIN_SITES"), 1);
+    assert_eq!(shape_of(&r, "SPIN_SITE_NAMES"), 1);
     // The flags size what they name.
     let (_p, r) = load(&Config {
         max_groups: 256,
@@ -118,6 +138,7 @@ fn the_daemons_maps_fit_32_mib_at_96_cpus() {
     });
     assert_eq!(shape_of(&r, "GROUP_STATS"), 256);
     assert_eq!(shape_of(&r, "SPIN_SITES"), 1024);
+    assert_eq!(shape_of(&r, "SPIN_SITE_NAMES"), 1024);
     assert!(Probes::load(&Config {
         max_groups: 257,
         ..daemon_config()
@@ -165,8 +186,8 @@ fn a_trace_sessions_per_process_map_holds_only_its_processes() {
     let per_process = m.per_element_at(r.possible_cpus).unwrap();
     assert_eq!(
         per_process,
-        88 + 192 * u64::from(r.possible_cpus),
-        "the element, list nodes and a 192-byte value per CPU"
+        88 + COUNTERS * u64::from(r.possible_cpus),
+        "the element, list nodes and a value (Counters) per CPU"
     );
     p.attach().expect("attaches");
 
@@ -197,7 +218,7 @@ fn a_trace_sessions_per_process_map_holds_only_its_processes() {
     // At 96 CPUs a process costs its value 96 times.
     assert_eq!(
         m.at(r.possible_cpus, 96) - m.at(r.possible_cpus, 95),
-        32 + N * 192
+        32 + N * COUNTERS
     );
     eprintln!(
         "trace: PROC_STATS {} with {N} processes here; each adds {} here, {} at 96 CPUs; full ({}) at 96 CPUs: {}",

@@ -238,18 +238,18 @@ mod tests {
             map(
                 "PROC_STATS",
                 5,
-                192,
+                352,
                 8192,
                 BPF_F_NO_PREALLOC,
                 832 + 16 * 8192 + 64,
             )
         } else {
-            map("PROC_STATS", 5, 192, 1, 0, 832 + 16 + 64 + 64 + 192 * 2)
+            map("PROC_STATS", 5, 352, 1, 0, 832 + 16 + 64 + 64 + 352 * 2)
         };
         MapMemoryReport {
             possible_cpus: 2,
             maps: vec![
-                map("GROUP_STATS", 6, 816, 128, 0, 312 + 128 * 8 + 128 * 816 * 2),
+                map("GROUP_STATS", 6, 864, 128, 0, 312 + 128 * 8 + 128 * 864 * 2),
                 proc_stats,
                 map("PROC_EVENTS", 27, 0, 65536, 0, 78_408),
             ],
@@ -262,7 +262,7 @@ mod tests {
         let c = for_check(&r);
         assert!(
             c.detail.starts_with(&format!(
-                "{} here (2 CPUs), {} at 96 CPUs, {} at 192 (pgpreempt run, default sizes); a trace session adds 472 B per traced process (18.1 KiB at 96 CPUs)",
+                "{} here (2 CPUs), {} at 96 CPUs, {} at 192 (pgpreempt run, default sizes); a trace session adds 792 B per traced process (33.1 KiB at 96 CPUs)",
                 human(r.total()),
                 human(r.total_at(96)),
                 human(r.total_at(192))
@@ -271,7 +271,7 @@ mod tests {
             c.detail
         );
         assert_eq!(c.daemon.at[0].cpus, 96);
-        assert_eq!(c.trace_bytes_per_process[1].bytes, 88 + 192 * 96);
+        assert_eq!(c.trace_bytes_per_process[1].bytes, 88 + 352 * 96);
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["daemon"]["at"][1]["cpus"], 192);
         assert_eq!(v["daemon"]["maps"][1]["preallocated"], true);
@@ -283,23 +283,23 @@ mod tests {
         let md = markdown(&report(false), &report(true));
         assert!(md.contains("| map | type | entries | per CPU | value B | here (2 CPUs) | at 96 CPUs | at 192 CPUs |"), "{md}");
         assert!(
-            md.contains("| `GROUP_STATS` | percpu_array | 128 | yes | 816 | "),
+            md.contains("| `GROUP_STATS` | percpu_array | 128 | yes | 864 | "),
             "{md}"
         );
         assert!(md.contains("| `PROC_EVENTS` | ringbuf | 64.0 KiB ring | no | 0 | 76.6 KiB | 76.6 KiB | 76.6 KiB |"), "{md}");
         assert!(
-            md.contains("| `PROC_STATS` | percpu_hash | 8192 (allocated as filled) | yes | 192 |"),
+            md.contains("| `PROC_STATS` | percpu_hash | 8192 (allocated as filled) | yes | 352 |"),
             "{md}"
         );
         assert!(
             md.contains(
-                "| each traced process adds (`PROC_STATS`) | | | | | 472 B | 18.1 KiB | 36.1 KiB |"
+                "| each traced process adds (`PROC_STATS`) | | | | | 792 B | 33.1 KiB | 66.1 KiB |"
             ),
             "{md}"
         );
-        // At 96 CPUs a full PROC_STATS is 8192 x (88 + 192 x 96) bytes more than empty.
+        // At 96 CPUs a full PROC_STATS is 8192 x (88 + 352 x 96) bytes more than empty.
         let r = report(true);
-        let full96 = r.total_at(96) + 8192 * (88 + 192 * 96);
+        let full96 = r.total_at(96) + 8192 * (88 + 352 * 96);
         assert_eq!(r.total_full_at(96), full96);
         assert!(
             md.contains(&format!(
@@ -310,11 +310,11 @@ mod tests {
             "{md}"
         );
         // And what memlock does not show: 1 to 4 values per CPU, per CPU.
-        assert!(md.contains("| not in `memlock`: the kernel allocator's per-CPU cache for `PROC_STATS` (model) | | | | | 1.5 KiB to 21.0 KiB | 1.7 MiB to 7.6 MiB |"), "{md}");
+        assert!(md.contains("| not in `memlock`: the kernel allocator's per-CPU cache for `PROC_STATS` (model) | | | | | 2.1 KiB to 23.5 KiB | 3.1 MiB to 13.2 MiB |"), "{md}");
         // The daemon's PROC_STATS: one preallocated entry.
         assert!(
             md.contains(
-                "| `PROC_STATS` | percpu_hash | 1 | yes | 192 | 1.3 KiB | 21.9 KiB | 42.9 KiB |"
+                "| `PROC_STATS` | percpu_hash | 1 | yes | 352 | 1.6 KiB | 36.9 KiB | 72.9 KiB |"
             ),
             "{md}"
         );

@@ -216,7 +216,8 @@ impl Probes {
             .map_max_entries("PROC_STATS", sizes.proc_stats)
             .map_max_entries("GROUP_STATS", sizes.groups)
             .map_max_entries("SHARED_GROUP_STATS", sizes.groups)
-            .map_max_entries("SPIN_SITES", sizes.spin_sites);
+            .map_max_entries("SPIN_SITES", sizes.spin_sites)
+            .map_max_entries("SPIN_SITE_NAMES", sizes.spin_sites);
         let object = with_map_flags(EBPF_OBJECT, "PROC_STATS", sizes.proc_stats_flags)
             .map_err(AgentError::Load)?;
         let mut ebpf = loader.load(object.as_bytes()).map_err(|e| {

@@ -4,7 +4,7 @@
 //! its label once admitted, so its counters never move to `other`.
 use std::collections::{BTreeMap, HashMap};
 
-use agent_common::stats::{Hist, SpinStats};
+use agent_common::stats::{Hist, SiteName, SpinStats};
 
 use crate::kernel::snapshot::add_hist;
 
@@ -41,16 +41,11 @@ impl SiteLabels {
     }
 }
 
-/// The site name from per-CPU copies (only a CPU that saw the site read
-/// it): the first non-empty one, up to its NUL; `None` if no copy has it.
-pub fn site_name<'a>(per_cpu: impl IntoIterator<Item = &'a SpinStats>) -> Option<String> {
-    for v in per_cpu {
-        let end = v.name.iter().position(|&b| b == 0).unwrap_or(v.name.len());
-        if end > 0 {
-            return Some(String::from_utf8_lossy(&v.name[..end]).into_owned());
-        }
-    }
-    None
+/// A site name as the kernel keeps it (`SPIN_SITE_NAMES`): up to its NUL;
+/// `None` if empty.
+pub fn site_name(name: &SiteName) -> Option<String> {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    (end > 0).then(|| String::from_utf8_lossy(&name[..end]).into_owned())
 }
 
 /// Reads a NUL-terminated site name at `addr` in process `pid`'s memory
@@ -97,16 +92,14 @@ pub fn fold(
 mod tests {
     use super::*;
 
-    fn stats(name: &str, count: u64) -> SpinStats {
+    fn stats(count: u64) -> SpinStats {
         let mut s = SpinStats {
-            name: [0; agent_common::stats::SITE_NAME_LEN],
             delays: count,
             hist: Hist {
                 buckets: [0; agent_common::hist::HIST_BUCKETS],
                 sum_ns: count * 1000,
             },
         };
-        s.name[..name.len()].copy_from_slice(name.as_bytes());
         s.hist.buckets[3] = count;
         s
     }
@@ -120,13 +113,14 @@ mod tests {
     }
 
     #[test]
-    fn names_come_from_any_cpu_copy() {
-        let empty = stats("", 0);
-        assert_eq!(
-            site_name([&empty, &stats("StrategyGetBuffer", 1)]).as_deref(),
-            Some("StrategyGetBuffer")
-        );
-        assert_eq!(site_name([&empty]), None);
+    fn names_end_at_their_nul() {
+        let mut name: SiteName = [0; agent_common::stats::SITE_NAME_LEN];
+        assert_eq!(site_name(&name), None);
+        name[..17].copy_from_slice(b"StrategyGetBuffer");
+        assert_eq!(site_name(&name).as_deref(), Some("StrategyGetBuffer"));
+        // A name the kernel truncated to the buffer has no NUL.
+        let full = [b'x'; agent_common::stats::SITE_NAME_LEN];
+        assert_eq!(site_name(&full).map(|n| n.len()), Some(full.len()));
     }
 
     #[test]
@@ -145,9 +139,9 @@ mod tests {
         let mut l = SiteLabels::default();
         let site = |c: &str, n: &str, v| (c.to_string(), n.to_string(), v);
         let sites = vec![
-            site("/a", "XLogFlush", vec![stats("XLogFlush", 2), stats("", 3)]),
-            site("/a", "XLogFlush", vec![stats("XLogFlush", 1)]), // same name, another address
-            site("/b", "get_hash_entry", vec![stats("get_hash_entry", 5)]),
+            site("/a", "XLogFlush", vec![stats(2), stats(3)]),
+            site("/a", "XLogFlush", vec![stats(1)]), // same name, another address
+            site("/b", "get_hash_entry", vec![stats(5)]),
         ];
         let out = fold(&mut l, sites);
         assert_eq!(out.len(), 2);
