@@ -10,6 +10,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    faults,
     measure::{agent, agent_bin, median, parse, per_program, scrape, sum, tps, Bg},
     pg::Scratch,
     root, sh,
@@ -23,6 +24,29 @@ struct Plan {
     pipe_loops: u32,
     pairs: usize,
     pair_secs: u32,
+    /// Pages the fault loop touches per run.
+    fault_pages: usize,
+}
+
+impl Plan {
+    fn quick() -> Plan {
+        Plan {
+            rounds: 5,
+            pipe_loops: 20_000,
+            pairs: 2,
+            pair_secs: 5,
+            fault_pages: 100_000,
+        }
+    }
+    fn full() -> Plan {
+        Plan {
+            rounds: 7,
+            pipe_loops: 100_000,
+            pairs: 5,
+            pair_secs: 20,
+            fault_pages: 300_000,
+        }
+    }
 }
 
 /// One `perf bench sched pipe` on CPU 0: µs per operation.
@@ -178,6 +202,147 @@ fn context_switches(plan: &Plan, out: &mut String) -> Result<Switches> {
         ratios,
         baseline_spread,
     })
+}
+
+/// The fault loop beside: nothing, the agent (the loop untraced), the agent
+/// tracing it (`--comm pgp-faults`).
+const FAULT_CFGS: [(&str, Option<&[&str]>); 3] = [
+    ("no agent", None),
+    ("pgpreempt (default), loop untraced", Some(&[])),
+    (
+        "pgpreempt, loop traced (--comm pgp-faults)",
+        Some(&["--comm", faults::COMM]),
+    ),
+];
+
+/// The mappings the loop faults on: (name, shared).
+const MAPPINGS: [(&str, bool); 2] = [("private", false), ("shared", true)];
+
+/// Ratios to no agent of the fault microbenchmark: `[mapping][cfg]`.
+struct Faults {
+    ratios: [[f64; 3]; 2],
+    /// Of the private mapping's no-agent rounds.
+    baseline_spread: f64,
+}
+
+/// The fault microbenchmark: interleaved rounds of the loop beside each of
+/// [`FAULT_CFGS`], on a private and a shared anonymous mapping; then the
+/// memory programs' own cost from the kernel's BPF statistics.
+fn page_faults(plan: &Plan, out: &mut String) -> Result<Faults> {
+    // [mapping][cfg] -> ns per page of each round.
+    let mut ns: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); FAULT_CFGS.len()]; MAPPINGS.len()];
+    let (mut faults_seen, mut pages) = (0u64, 0u64);
+    for round in 0..plan.rounds {
+        eprintln!("bench: page-fault round {}/{}", round + 1, plan.rounds);
+        for (c, (_, extra)) in FAULT_CFGS.iter().enumerate() {
+            let _running = match extra {
+                Some(extra) => Some(agent(extra)?.0),
+                None => None,
+            };
+            for (m, (_, shared)) in MAPPINGS.iter().enumerate() {
+                let r = faults::run(plan.fault_pages, *shared)?;
+                ns[m][c].push(r.ns_per_page);
+                faults_seen += r.faults;
+                pages += r.pages;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "| mapping | configuration | ns per page (median of {}) | ratio to no agent | rounds |\n|---|---|---|---|---|",
+        plan.rounds
+    )?;
+    let mut ratios = [[f64::NAN; 3]; 2];
+    for (m, (mapping, _)) in MAPPINGS.iter().enumerate() {
+        let base = median(&ns[m][0]);
+        for (c, (name, _)) in FAULT_CFGS.iter().enumerate() {
+            let v = median(&ns[m][c]);
+            ratios[m][c] = v / base;
+            let rounds: Vec<String> = ns[m][c].iter().map(|v| format!("{v:.0}")).collect();
+            writeln!(
+                out,
+                "| {mapping} | {name} | {v:.0} | {:.3} | {} |",
+                v / base,
+                rounds.join(" ")
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "\nThe kernel counted {:.3} minor faults per page touched ({faults_seen} faults, {pages} pages).",
+        faults_seen as f64 / pages.max(1) as f64
+    )?;
+    let baseline_spread = spread(&ns[0][0]);
+    if baseline_spread > NOISE_LIMIT {
+        writeln!(out, "\n**Noisy run:** the no-agent rounds alone spread {baseline_spread:.2} x, so other load came and went during this table.")?;
+    }
+
+    // The programs' own cost: one loop of each mapping beside an agent with
+    // BPF statistics, untraced and traced.
+    let mut stats = Vec::new();
+    for (_, extra) in &FAULT_CFGS[1..] {
+        let mut args = vec!["--bpf-stats"];
+        args.extend_from_slice(extra.unwrap_or(&[]));
+        let (_a, port) = agent(&args)?;
+        for (_, shared) in MAPPINGS {
+            faults::run(plan.fault_pages, shared)?;
+        }
+        stats.push(per_program(port)?);
+    }
+    writeln!(
+        out,
+        "\nThe memory programs' cost (kernel BPF statistics, `run_time_ns / run_cnt`), one loop of each mapping beside an agent with `--bpf-stats`; the untraced runs include every other task's faults and `mmap_lock` calls on the host meanwhile:\n\n| program | untraced: runs | ns/run | traced: runs | ns/run |\n|---|---|---|---|---|"
+    )?;
+    for prog in FAULT_PROGRAMS {
+        let cell = |rows: &[(String, f64, f64)]| {
+            rows.iter()
+                .find(|(p, ..)| p == prog)
+                .map_or("0 | -".to_string(), |(_, runs, ns)| {
+                    format!("{runs:.0} | {ns:.0}")
+                })
+        };
+        writeln!(
+            out,
+            "| `{prog}` | {} | {} |",
+            cell(&stats[0]),
+            cell(&stats[1])
+        )?;
+    }
+    Ok(Faults {
+        ratios,
+        baseline_spread,
+    })
+}
+
+/// The programs a faulting process runs.
+const FAULT_PROGRAMS: [&str; 3] = [
+    "page_fault_user",
+    "mmap_lock_start_locking",
+    "mmap_lock_acquire_returned",
+];
+
+/// The fault targets: (what, mapping, configuration, at most).
+const FAULT_TARGETS: [(&str, usize, usize, f64); 2] = [
+    ("page faults, untraced process", 0, 1, 1.05),
+    ("page faults, traced process", 0, 2, 1.15),
+];
+
+/// The fault targets' rows of the targets table.
+fn fault_targets(f: &Faults, out: &mut String) -> Result<()> {
+    for (what, m, c, limit) in FAULT_TARGETS {
+        let r = f.ratios[m][c];
+        writeln!(
+            out,
+            "| {what} ≤ {limit:.2} | {r:.3} | {} |",
+            verdict(r <= limit, f.baseline_spread)
+        )?;
+    }
+    writeln!(
+        out,
+        "| (page faults, shared mapping: untraced / traced) | {:.3} / {:.3} | |",
+        f.ratios[1][1], f.ratios[1][2]
+    )?;
+    Ok(())
 }
 
 /// utime + stime of a process, in seconds.
@@ -425,16 +590,17 @@ fn daemon_total_at_96(tables: &str) -> Option<f64> {
 /// The daemon's map memory at 96 CPUs must stay under this (issue 11).
 const MAP_MEMORY_LIMIT_MIB: f64 = 32.0;
 
-/// Replaces the "## Map memory" section of `md` with `section` (which starts
-/// with that heading), or puts it before "## At scale" if it has none.
-fn replace_section(md: &str, section: &str) -> String {
-    const HEADING: &str = "## Map memory\n";
+/// Replaces the section of `md` that `section` replaces (it starts with
+/// its `## ` heading line), or puts it before the heading `next` if `md`
+/// has no such section.
+fn replace_section(md: &str, section: &str, next: &str) -> String {
     let section = section.trim_end();
-    let (before, after) = if let Some(start) = md.find(HEADING) {
-        let body = start + HEADING.len();
+    let heading = format!("{}\n", section.lines().next().unwrap_or_default());
+    let (before, after) = if let Some(start) = md.find(&heading) {
+        let body = start + heading.len();
         let after = md[body..].find("\n## ").map_or("", |i| &md[body + i + 1..]);
         (&md[..start], after)
-    } else if let Some(at) = md.find("## At scale") {
+    } else if let Some(at) = md.find(next) {
         (&md[..at], &md[at..])
     } else if md.trim().is_empty() {
         ("", "")
@@ -478,48 +644,50 @@ pub fn run_map_memory() -> Result<()> {
             "**missed**"
         }
     )?;
+    write_section(&section, "## At scale")
+}
+
+/// Writes `section` into BENCHMARKS.md in place (before heading `next` if
+/// the file has no such section yet) and prints it.
+fn write_section(section: &str, next: &str) -> Result<()> {
     let path = root().join("BENCHMARKS.md");
     let md = std::fs::read_to_string(&path).unwrap_or_default();
-    std::fs::write(&path, replace_section(&md, &section))?;
+    std::fs::write(&path, replace_section(&md, section, next))?;
     println!("{section}\n(written into {})", path.display());
     Ok(())
 }
 
-pub fn run(quick: bool) -> Result<()> {
-    let plan = if quick {
-        Plan {
-            rounds: 5,
-            pipe_loops: 20_000,
-            pairs: 2,
-            pair_secs: 5,
-        }
-    } else {
-        Plan {
-            rounds: 7,
-            pipe_loops: 100_000,
-            pairs: 5,
-            pair_secs: 20,
-        }
-    };
-    if crate::setup::which("bpftrace").is_none() {
-        bail!("bpftrace (the peer) is missing; install it with: apt-get install -y bpftrace");
-    }
+/// The page-fault section's heading, and the one it goes before.
+const FAULTS_HEADING: &str = "## Page-fault cost";
+const AFTER_FAULTS: &str = "## PostgreSQL throughput";
+
+/// What the page-fault section says it measured.
+fn faults_intro(plan: &Plan) -> String {
+    format!("A process touching fresh 4 KiB pages (`cargo xtask fault-loop`, pinned to CPU 0): it maps 8 MiB of anonymous memory (`MADV_NOHUGEPAGE`), writes one byte to each page and unmaps it, {} pages per run. The figure is the loop's CPU time (user and system, `CLOCK_PROCESS_CPUTIME_ID`) per page, mapping and unmapping included: the programs run in the faulting task's context, so their cost is in it, and time spent waiting for the CPU while other work ran on it is not. One run of every configuration and mapping after another; the loop is traced when its comm (`{}`) is in the agent's `--comm`.\n", plan.fault_pages, faults::COMM)
+}
+
+/// `cargo xtask bench --faults`: only the page-fault section (about a
+/// minute), written into BENCHMARKS.md in place, with its targets.
+pub fn run_faults() -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
         .args(["build", "--release", "-p", "pgpreempt"]))?;
-    let started = Instant::now();
-    let mut md = String::new();
-    let uname = |f: &str| {
-        String::from_utf8_lossy(
-            &Command::new("uname")
-                .arg(f)
-                .output()
-                .map(|o| o.stdout)
-                .unwrap_or_default(),
-        )
-        .trim()
-        .to_string()
-    };
+    let plan = Plan::full();
+    let mut section = format!(
+        "{FAULTS_HEADING}\n\nThis section alone: `cargo xtask bench --faults` on {}, {}.\n\n{}\n",
+        utc_now()?,
+        host(),
+        faults_intro(&plan)
+    );
+    let f = page_faults(&plan, &mut section)?;
+    writeln!(section, "\n| target | measured | |\n|---|---|---|")?;
+    fault_targets(&f, &mut section)?;
+    write_section(&section, AFTER_FAULTS)
+}
+
+/// The machine, for the record: CPUs, their model, the kernel.
+fn host() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -531,13 +699,28 @@ pub fn run(quick: bool) -> Result<()> {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);
+    format!("{cpus} vCPUs ({cpu_model}), Linux {}", release.trim())
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    if crate::setup::which("bpftrace").is_none() {
+        bail!("bpftrace (the peer) is missing; install it with: apt-get install -y bpftrace");
+    }
+    sh(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "pgpreempt"]))?;
+    let started = Instant::now();
+    let mut md = String::new();
     let date = utc_now()?;
     writeln!(md, "# Benchmarks\n")?;
-    writeln!(md, "Produced by `cargo xtask bench{}` on {date}: {cpus} vCPUs ({cpu_model}), Linux {}. Every ratio comes from rounds interleaved in one run; the machine is shared, so compare ratios, not absolute numbers.\n", if quick { " --quick" } else { "" }, uname("-r"))?;
+    writeln!(md, "Produced by `cargo xtask bench{}` on {date}: {}. Every ratio comes from rounds interleaved in one run; the machine is shared, so compare ratios, not absolute numbers.\n", if quick { " --quick" } else { "" }, host())?;
 
     writeln!(md, "## Context-switch cost\n\n`taskset -c 0 perf bench sched pipe -l {}`, one round of every configuration after another.\n", plan.pipe_loops)?;
     let ctx = context_switches(&plan, &mut md)?;
-    writeln!(md, "\n## PostgreSQL throughput\n")?;
+    writeln!(md, "\n{FAULTS_HEADING}\n\n{}", faults_intro(&plan))?;
+    let fault_cost = page_faults(&plan, &mut md)?;
+    writeln!(md, "\n{AFTER_FAULTS}\n")?;
     let pg = postgres(&plan, &mut md)?;
     writeln!(
         md,
@@ -579,6 +762,7 @@ pub fn run(quick: bool) -> Result<()> {
         ratio(Cfg::Floor),
         ratio(Cfg::FloorBtf)
     )?;
+    fault_targets(&fault_cost, &mut md)?;
     writeln!(
         md,
         "| pgbench tps ≥ 0.99 of without | {:.3} ({:.3} to {:.3}) | {} |",
@@ -661,18 +845,48 @@ mod tests {
         assert_eq!(daemon_total_at_96("no table"), None);
         // In place, between its heading and the next; before "At scale" if absent.
         let md = "# B\n\n## The daemon itself\n\nx\n\n## Map memory\n\nold\n\n## At scale\n\ny\n";
-        let new = replace_section(md, "## Map memory\n\nnew\n");
+        let new = replace_section(md, "## Map memory\n\nnew\n", "## At scale");
         assert_eq!(
             new,
             "# B\n\n## The daemon itself\n\nx\n\n## Map memory\n\nnew\n\n## At scale\n\ny\n"
         );
         let without = "# B\n\n## The daemon itself\n\nx\n\n## At scale\n\ny\n";
-        assert_eq!(replace_section(without, "## Map memory\n\nnew\n"), new);
+        assert_eq!(
+            replace_section(without, "## Map memory\n\nnew\n", "## At scale"),
+            new
+        );
         // The last section.
         let last = "# B\n\n## Map memory\n\nold\n";
         assert_eq!(
-            replace_section(last, "## Map memory\n\nnew\n"),
+            replace_section(last, "## Map memory\n\nnew\n", "## At scale"),
             "# B\n\n## Map memory\n\nnew\n"
+        );
+    }
+
+    #[test]
+    fn the_page_fault_section_and_its_targets() {
+        let quiet = Faults {
+            ratios: [[1.0, 1.04, 1.2], [1.0, 0.99, 1.1]],
+            baseline_spread: 1.1,
+        };
+        let mut out = String::new();
+        fault_targets(&quiet, &mut out).unwrap();
+        assert_eq!(
+            out,
+            "| page faults, untraced process ≤ 1.05 | 1.040 | met |\n\
+             | page faults, traced process ≤ 1.15 | 1.200 | **missed** |\n\
+             | (page faults, shared mapping: untraced / traced) | 0.990 / 1.100 | |\n"
+        );
+        // Written in place after the context switches, before pgbench.
+        let md = "# B\n\n## Context-switch cost\n\nx\n\n## PostgreSQL throughput\n\ny\n";
+        let with = replace_section(md, "## Page-fault cost\n\nnew\n", AFTER_FAULTS);
+        assert_eq!(
+            with,
+            "# B\n\n## Context-switch cost\n\nx\n\n## Page-fault cost\n\nnew\n\n## PostgreSQL throughput\n\ny\n"
+        );
+        assert_eq!(
+            replace_section(&with, "## Page-fault cost\n\nnewer\n", AFTER_FAULTS),
+            with.replace("new\n", "newer\n")
         );
     }
 

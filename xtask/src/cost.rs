@@ -1,6 +1,7 @@
 //! `cargo xtask cost`: each kernel program's mean run time from the
-//! kernel's BPF statistics (run_time_ns / run_cnt), in three settings:
-//! untraced tasks, traced tasks on one CPU, and PostgreSQL under pgbench;
+//! kernel's BPF statistics (run_time_ns / run_cnt), in five settings:
+//! untraced tasks, traced tasks on one CPU, a process faulting fresh pages
+//! untraced and traced (the memory programs), and PostgreSQL under pgbench;
 //! then pgbench throughput without the agent, and with it with uprobes off
 //! and on.
 use std::process::{Command, Stdio};
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 use anyhow::Result;
 
 use crate::{
+    faults,
     measure::{agent, median, per_program, tps},
     pg::Scratch,
     root, sh,
@@ -28,7 +30,7 @@ fn print(title: &str, rows: &[(String, f64, f64)], only: &[&str]) {
     println!("\n{title}");
     for (p, runs, ns) in rows {
         if only.is_empty() || only.contains(&p.as_str()) {
-            println!("  {p:<22} {runs:>10.0} runs {ns:>7.0} ns/run");
+            println!("  {p:<26} {runs:>10.0} runs {ns:>7.0} ns/run");
         }
     }
 }
@@ -54,6 +56,27 @@ pub fn run() -> Result<()> {
         &traced,
         &["sched_switch", "sched_waking"],
     );
+
+    // The memory programs: a process faulting 100,000 fresh pages of a
+    // private mapping, then of a shared one (its mmap and munmap take the
+    // mmap_lock).
+    const MEMORY: [&str; 3] = [
+        "page_fault_user",
+        "mmap_lock_start_locking",
+        "mmap_lock_acquire_returned",
+    ];
+    let fault = || {
+        faults::run(100_000, false)?;
+        faults::run(100_000, true).map(|_| ())
+    };
+    let untraced = with_agent(&[], fault)?;
+    print(
+        "a faulting process, untraced (cargo xtask fault-loop; every task's faults on the host count):",
+        &untraced,
+        &MEMORY,
+    );
+    let traced = with_agent(&["--comm", faults::COMM], fault)?;
+    print("the same, traced (--comm pgp-faults):", &traced, &MEMORY);
 
     let pg = Scratch::start()?;
     pg.init_pgbench(2)?;

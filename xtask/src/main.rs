@@ -2,6 +2,7 @@
 mod bench;
 mod cost;
 mod demo;
+mod faults;
 mod measure;
 mod pg;
 mod setup;
@@ -38,9 +39,25 @@ enum Cmd {
         /// BENCHMARKS.md.
         #[arg(long, conflicts_with = "quick")]
         map_memory: bool,
+        /// Only the "Page-fault cost" section (a process touching fresh
+        /// 4 KiB pages, with and without the agent, traced and untraced;
+        /// about a minute), updated in place in BENCHMARKS.md.
+        #[arg(long, conflicts_with_all = ["quick", "map_memory"])]
+        faults: bool,
     },
     /// Each kernel program's mean cost (ns per run) from the kernel's BPF statistics.
     Cost,
+    /// The benchmarks' faulting process (run by `bench` and `cost`): maps
+    /// fresh anonymous memory, touches each 4 KiB page once, unmaps it.
+    #[command(hide = true)]
+    FaultLoop {
+        /// About this many pages (page faults).
+        #[arg(long, default_value_t = 200_000)]
+        pages: usize,
+        /// A shared anonymous mapping instead of a private one.
+        #[arg(long)]
+        shared: bool,
+    },
     /// Show the main job: a scratch PostgreSQL under pgbench, traced for ~20 s.
     Demo {
         /// Seconds of pgbench load.
@@ -57,7 +74,9 @@ fn main() {
         Cmd::Bench {
             map_memory: true, ..
         } => setup::run().and_then(|()| bench::run_map_memory()),
+        Cmd::Bench { faults: true, .. } => setup::run().and_then(|()| bench::run_faults()),
         Cmd::Bench { quick, .. } => setup::run().and_then(|()| bench::run(quick)),
+        Cmd::FaultLoop { pages, shared } => faults::fault_loop(pages, shared),
         Cmd::Cost => setup::run().and_then(|()| cost::run()),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };
