@@ -315,8 +315,9 @@ fn page_faults(plan: &Plan, out: &mut String) -> Result<Faults> {
 }
 
 /// The programs a faulting process runs.
-const FAULT_PROGRAMS: [&str; 3] = [
+const FAULT_PROGRAMS: [&str; 4] = [
     "page_fault_user",
+    "page_fault_kernel",
     "mmap_lock_start_locking",
     "mmap_lock_acquire_returned",
 ];

@@ -60,8 +60,9 @@ pub fn run() -> Result<()> {
     // The memory programs: a process faulting 100,000 fresh pages of a
     // private mapping, then of a shared one (its mmap and munmap take the
     // mmap_lock).
-    const MEMORY: [&str; 3] = [
+    const MEMORY: [&str; 4] = [
         "page_fault_user",
+        "page_fault_kernel",
         "mmap_lock_start_locking",
         "mmap_lock_acquire_returned",
     ];

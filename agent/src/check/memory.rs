@@ -39,6 +39,7 @@ pub struct MemoryCheck {
 fn measures(program: &str) -> &'static str {
     match program {
         "page_fault_user" => "page faults by region, and faults while others spin",
+        "page_fault_kernel" => "faults the kernel takes on user pages (a read() into a buffer)",
         "mmap_lock_start_locking" | "mmap_lock_acquire_returned" => "mmap_lock waits",
         "direct_reclaim_begin" | "direct_reclaim_end" => "direct reclaim stalls",
         "memcg_reclaim_begin" | "memcg_reclaim_end" => "memory-cgroup reclaim stalls",
@@ -175,7 +176,7 @@ mod tests {
         let refs: Vec<&str> = tps.iter().map(String::as_str).collect();
         let events = events_with(tmp.path(), &refs);
         let m = assess(Some(&events), &nodes(tmp.path(), "0\n"), Some("0\n"));
-        assert_eq!(m.programs.len(), 12);
+        assert_eq!(m.programs.len(), 13);
         assert!(m
             .programs
             .iter()
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(m.tracepoints.status, Status::Ok);
         assert_eq!(
             m.tracepoints.detail,
-            "all 12 memory tracepoints are present"
+            "all 13 memory tracepoints are present"
         );
         assert_eq!(m.numa_nodes, Some(1));
         assert!(m.numa.detail.starts_with("1 node: NUMA balancing figures"));
@@ -206,7 +207,7 @@ mod tests {
         assert_eq!(m.tracepoints.status, Status::Info);
         assert_eq!(
             m.tracepoints.detail,
-            "9 of 12 memory tracepoints present; missing: vmscan/mm_vmscan_memcg_reclaim_begin, vmscan/mm_vmscan_memcg_reclaim_end, migrate/mm_migrate_pages (not attached: memory-cgroup reclaim stalls, pages migrated stay zero)"
+            "10 of 13 memory tracepoints present; missing: vmscan/mm_vmscan_memcg_reclaim_begin, vmscan/mm_vmscan_memcg_reclaim_end, migrate/mm_migrate_pages (not attached: memory-cgroup reclaim stalls, pages migrated stay zero)"
         );
         assert_eq!(m.numa_nodes, Some(2));
         assert_eq!(m.numa.detail, "2 nodes; NUMA balancing on");
