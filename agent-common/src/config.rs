@@ -144,8 +144,20 @@ pub struct TaskLayout {
     /// `task_struct.real_parent` (a pointer): a new backend's cluster is its
     /// parent's until the agent has classified it.
     pub real_parent: u32,
+    /// `task_struct.mm`, `mm_struct.mm_lock_seq.sequence` (u32; bumped when
+    /// `mmap_lock` is taken and released for writing, which every change of
+    /// the mappings needs) and `vm_area_struct.vm_start`/`vm_end`: a fault's
+    /// mapping, once looked up, is reused while the sequence holds.
+    /// `mm_lock_seq` is `NO_FIELD` where the kernel has no per-VMA locks.
+    pub task_mm: u32,
+    pub mm_lock_seq: u32,
+    pub vma_start: u32,
+    pub vma_end: u32,
     pub _pad: u32,
 }
+
+/// A `TaskLayout` offset this kernel does not have.
+pub const NO_FIELD: u32 = u32::MAX;
 
 /// What the tracefs `format` files say about this kernel's tracepoints.
 #[repr(C)]

@@ -164,6 +164,10 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     vma_flags: 0,
     vma_file: 0,
     real_parent: 0,
+    task_mm: 0,
+    mm_lock_seq: 0,
+    vma_start: 0,
+    vma_end: 0,
     _pad: 0,
 });
 
@@ -253,6 +257,26 @@ pub static SPIN_SITE_NAMES: HashMap<SpinKey, SiteName> = HashMap::with_max_entri
 /// Process births and deaths, for the agent. Rare, so a ring buffer.
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// The mapping a traced fault outside the main segment last landed in, on
+/// this CPU (see `memory::region`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VmaCache {
+    /// Whose: the process (`tgid`), its `mm` and that mm's `mm_lock_seq`
+    /// when the mapping was looked up.
+    pub mm: u64,
+    pub seq: u32,
+    pub tgid: u32,
+    pub start: u64,
+    pub end: u64,
+    /// The region counter, and non-zero for a hugetlb mapping.
+    pub region: u32,
+    pub huge: u32,
+}
+
+#[map]
+pub static VMA_CACHE: PerCpuArray<VmaCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// The benchmark floor's counter (floor.rs).
 #[map]

@@ -8,7 +8,10 @@
 //! in the kernel, the fault tracepoint fires for faults taken in user mode)
 //! nor inside its `sched_switch`: their writes to the task's state cannot
 //! interleave with the other writers (see `TaskState`).
-use agent_common::stats::{counter, diag, hist_kind};
+use agent_common::{
+    config::NO_FIELD,
+    stats::{counter, diag, hist_kind},
+};
 use aya_ebpf::{
     helpers::{bpf_find_vma, bpf_ktime_get_ns},
     macros::btf_tracepoint,
@@ -18,8 +21,9 @@ use aya_ebpf::{
 use crate::{
     account::Sink,
     maps::{
-        atomic_add, bump_diag, task_layout, TaskState, FINDING_VMA, PROC_INFO, SEGMENTS, SPINNERS,
-        STALL_COMPACTION, STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
+        atomic_add, bump_diag, task_layout, TaskState, VmaCache, FINDING_VMA, PROC_INFO, SEGMENTS,
+        SPINNERS, STALL_COMPACTION, STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
+        VMA_CACHE,
     },
     task::{resolve_current, task, task_or_create, KernelTask},
 };
@@ -74,6 +78,8 @@ pub fn spinners_add(cluster: u32, delta: i64) {
 struct VmaInfo {
     flags: u64,
     file: u64,
+    start: u64,
+    end: u64,
 }
 
 /// Called by `bpf_find_vma` with the mapping that holds the address (a BTF
@@ -86,6 +92,10 @@ extern "C" fn vma_found(_task: *mut u8, vma: *mut u8, out: *mut VmaInfo) -> i64 
         let file = core::ptr::read_volatile(vma.add(task_layout!(vma_file) as usize) as *const u64);
         (*out).flags = flags;
         (*out).file = file;
+        (*out).start =
+            core::ptr::read_volatile(vma.add(task_layout!(vma_start) as usize) as *const u64);
+        (*out).end =
+            core::ptr::read_volatile(vma.add(task_layout!(vma_end) as usize) as *const u64);
     }
     0
 }
@@ -159,8 +169,14 @@ fn cluster_of(ts: &TaskState) -> u32 {
 /// The region counter for a fault at `address`, and whether its mapping is
 /// on huge pages; None if no mapping holds it (a segfault) or it could not
 /// be looked up. The main segment is a range compare; anything else asks
-/// the kernel for the mapping (`bpf_find_vma`, which try-locks the
-/// process's `mmap_lock` for reading).
+/// the kernel for the mapping (`bpf_find_vma`), once per mapping: the
+/// answer is kept on the CPU (`VMA_CACHE`) and reused for the process's
+/// next faults in the same mapping while its `mmap_lock` has not been taken
+/// for writing since (every change of the mappings needs that).
+///
+/// The look-up is what costs: at this tracepoint interrupts are off, so
+/// `bpf_find_vma` hands the release of its `mmap_lock` try-lock to an
+/// interrupt of its own (irq_work), some microseconds on a VM.
 #[inline(always)]
 fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
     if cluster != 0 {
@@ -170,10 +186,29 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
             }
         }
     }
-    let mut info = VmaInfo { flags: 0, file: 0 };
+    let me = KernelTask::current();
+    let (mm, seq) = mm_and_seq(me);
+    let cache = VMA_CACHE.get_ptr_mut(0)?;
+    let cache = unsafe { &mut *cache };
+    let tgid = me.tgid();
+    if seq & 1 == 0
+        && cache.mm == mm
+        && cache.seq == seq
+        && cache.tgid == tgid
+        && address >= cache.start
+        && address < cache.end
+    {
+        return Some((cache.region as usize, cache.huge != 0));
+    }
+    let mut info = VmaInfo {
+        flags: 0,
+        file: 0,
+        start: 0,
+        end: 0,
+    };
     let found = unsafe {
         bpf_find_vma(
-            KernelTask::current().addr() as *mut _,
+            me.addr() as *mut _,
             address,
             vma_found as *mut core::ffi::c_void,
             &mut info as *mut VmaInfo as *mut core::ffi::c_void,
@@ -197,7 +232,37 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
     } else {
         counter::FAULTS_PRIVATE
     };
+    // Kept only if no writer held the lock meanwhile (the look-up took it
+    // for reading: the sequence read before is still the mapping's).
+    let (_, after) = mm_and_seq(me);
+    if seq & 1 == 0 && after == seq && mm != 0 {
+        *cache = VmaCache {
+            mm,
+            seq,
+            tgid,
+            start: info.start,
+            end: info.end,
+            region: region as u32,
+            huge: u32::from(huge),
+        };
+    } else {
+        cache.mm = 0;
+    }
     Some((region, huge))
+}
+
+/// The task's `mm` and its `mm_lock_seq` (odd while a writer holds the
+/// lock; 1, never reusable, where the kernel has no such sequence).
+#[inline(always)]
+fn mm_and_seq(t: KernelTask) -> (u64, u32) {
+    let mm = t.mm();
+    let off = task_layout!(mm_lock_seq);
+    if mm == 0 || off == NO_FIELD {
+        return (mm, 1);
+    }
+    let seq =
+        unsafe { core::ptr::read_volatile((mm as *const u8).add(off as usize) as *const u32) };
+    (mm, seq)
 }
 
 /// `mmap_lock_start_locking(struct mm_struct *mm, bool write)`: the task

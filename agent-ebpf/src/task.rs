@@ -111,6 +111,12 @@ impl KernelTask {
         KernelTask(self.load::<*const u8>(task_layout!(real_parent)))
     }
 
+    /// The task's `struct mm_struct *` as an address (0 for a kernel thread).
+    #[inline(always)]
+    pub fn mm(self) -> u64 {
+        self.load(task_layout!(task_mm))
+    }
+
     /// True if the task's `comm` is one of the traced names.
     #[inline(always)]
     pub fn comm_traced(self) -> bool {

@@ -218,6 +218,62 @@ fn page_faults_by_region_match_getrusage() {
     assert_eq!(agent.diag()[diag::FAULT_REGION_UNKNOWN], 0);
 }
 
+/// The fault program keeps the last mapping it looked up, per CPU, while
+/// the process's `mmap_lock` is not taken for writing: a mapping replaced
+/// at the same address (munmap, then a shared mapping with MAP_FIXED) must
+/// be looked up again, not taken for the old one.
+#[test]
+fn a_mapping_replaced_at_the_same_address_is_looked_up_again() {
+    let (file, _shared, agent) = faulter_setup("remap");
+    drop(file);
+    let gate = Gate::new();
+    let truth: Shared<Truth> = Shared::new();
+    let t = truth.ptr as usize;
+    let kid = fork_child(move || {
+        set_comm(b"pgpt-faulter");
+        warm_up();
+        let truth = unsafe { &mut *(t as *mut Truth) };
+        truth.shared = 0;
+        let at = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, PAGES * PAGE);
+        if !gate.pass() {
+            return;
+        }
+        truth.private = touch(at, PAGES, true);
+        if !gate.pass() {
+            return;
+        }
+        let before = minflt();
+        unsafe { libc::munmap(at as *mut c_void, PAGES * PAGE) };
+        let again = unsafe {
+            libc::mmap(
+                at as *mut c_void,
+                PAGES * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(again as usize, at as usize);
+        let touched = touch(at, PAGES, true);
+        truth.shared = minflt() - before;
+        assert!(touched <= truth.shared);
+        gate.pass();
+    });
+    let private_got = step(&agent, kid, &gate, counter::FAULTS_PRIVATE);
+    let shared_got = step(&agent, kid, &gate, counter::FAULTS_OTHER_SHARED);
+    gate.release(1);
+    reap(&[kid]);
+    let truth = truth.get();
+    eprintln!(
+        "private {private_got} (getrusage {}), then shared at the same address {shared_got} ({})",
+        truth.private, truth.shared
+    );
+    assert_eq!(private_got, truth.private);
+    assert!(truth.shared >= PAGES as u64);
+    assert_eq!(shared_got, truth.shared);
+}
+
 /// Counters of process `kid` before and after one round: read while it
 /// sleeps at `gate`, then it is let through, and read again once it has
 /// said `done` and sleeps at the gate again.

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use agent_common::{
-    config::{TaskLayout, COMM_LEN},
+    config::{TaskLayout, COMM_LEN, NO_FIELD},
     futex::{syscall_numbers, SyscallLayout},
 };
 use btf_rs::{Backend, Btf, Type};
@@ -101,6 +101,12 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         vma_flags: vma(&["vm_flags"], std::mem::size_of::<usize>())?,
         vma_file: vma(&["vm_file"], std::mem::size_of::<usize>())?,
         real_parent: task(&["real_parent"], std::mem::size_of::<usize>())?,
+        task_mm: task(&["mm"], std::mem::size_of::<usize>())?,
+        // Without per-VMA locks (CONFIG_PER_VMA_LOCK), every fault outside
+        // the main segment looks its mapping up.
+        mm_lock_seq: field(btf, "mm_struct", &["mm_lock_seq", "sequence"], 4).unwrap_or(NO_FIELD),
+        vma_start: vma(&["vm_start"], std::mem::size_of::<usize>())?,
+        vma_end: vma(&["vm_end"], std::mem::size_of::<usize>())?,
         _pad: 0,
     })
 }
@@ -120,6 +126,13 @@ fn field(btf: &Btf, ty: &str, path: &[&str], size: usize) -> Result<u32, AgentEr
     };
     let (mut bits, mut found) = find_member(btf, &outer, path[0], 0).ok_or_else(missing)?;
     for name in &path[1..] {
+        // Through typedefs (`seqcount_t`) to the struct.
+        for _ in 0..4 {
+            match &found {
+                Type::Typedef(t) => found = btf.resolve_chained_type(t).map_err(|_| missing())?,
+                _ => break,
+            }
+        }
         let Type::Struct(inner) = &found else {
             return Err(missing());
         };
@@ -198,8 +211,13 @@ fn type_size(btf: &Btf, ty: &Type) -> Option<usize> {
 pub fn describe(l: &TaskLayout) -> String {
     format!(
         "task_struct: pid at {}, tgid at {}, comm at {}, sched_info.run_delay at {}, \
-         sched_info.pcount at {}, start_time at {}, real_parent at {}; vm_area_struct: vm_flags at {}, vm_file at {}",
-        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time, l.real_parent, l.vma_flags, l.vma_file
+         sched_info.pcount at {}, start_time at {}, real_parent at {}, mm at {}; mm_struct: mm_lock_seq at {}; vm_area_struct: vm_flags at {}, vm_file at {}",
+        l.pid, l.tgid, l.comm, l.run_delay, l.pcount, l.start_time,
+        l.real_parent,
+        l.task_mm,
+        if l.mm_lock_seq == NO_FIELD { "none".to_string() } else { l.mm_lock_seq.to_string() },
+        l.vma_flags,
+        l.vma_file
     )
 }
 
