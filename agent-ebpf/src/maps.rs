@@ -275,8 +275,22 @@ pub struct VmaCache {
     pub huge: u32,
 }
 
+/// How many mappings each CPU keeps: a backend faults in a few dozen
+/// (the binary and its libraries after the fork, heap, stack), and several
+/// backends share a CPU.
+pub const VMA_CACHE_ENTRIES: usize = 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct VmaCaches {
+    /// The entry the next look-up replaces (round robin).
+    pub next: u32,
+    pub _pad: u32,
+    pub e: [VmaCache; VMA_CACHE_ENTRIES],
+}
+
 #[map]
-pub static VMA_CACHE: PerCpuArray<VmaCache> = PerCpuArray::with_max_entries(1, 0);
+pub static VMA_CACHE: PerCpuArray<VmaCaches> = PerCpuArray::with_max_entries(1, 0);
 
 /// The benchmark floor's counter (floor.rs).
 #[map]

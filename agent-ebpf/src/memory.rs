@@ -23,7 +23,7 @@ use crate::{
     maps::{
         atomic_add, bump_diag, task_layout, TaskState, VmaCache, FINDING_VMA, PROC_INFO, SEGMENTS,
         SPINNERS, STALL_COMPACTION, STALL_KIND_MASK, STALL_RECLAIM_DIRECT, STALL_RECLAIM_MEMCG,
-        VMA_CACHE,
+        VMA_CACHE, VMA_CACHE_ENTRIES,
     },
     task::{resolve_current, task, task_or_create, KernelTask},
 };
@@ -170,7 +170,7 @@ fn cluster_of(ts: &TaskState) -> u32 {
 /// on huge pages; None if no mapping holds it (a segfault) or it could not
 /// be looked up. The main segment is a range compare; anything else asks
 /// the kernel for the mapping (`bpf_find_vma`), once per mapping: the
-/// answer is kept on the CPU (`VMA_CACHE`) and reused for the process's
+/// answer is kept on the CPU (`VMA_CACHE`, the last 16) and reused for the process's
 /// next faults in the same mapping while its `mmap_lock` has not been taken
 /// for writing since (every change of the mappings needs that).
 ///
@@ -188,17 +188,19 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
     }
     let me = KernelTask::current();
     let (mm, seq) = mm_and_seq(me);
-    let cache = VMA_CACHE.get_ptr_mut(0)?;
-    let cache = unsafe { &mut *cache };
+    let caches = VMA_CACHE.get_ptr_mut(0)?;
+    let caches = unsafe { &mut *caches };
     let tgid = me.tgid();
-    if seq & 1 == 0
-        && cache.mm == mm
-        && cache.seq == seq
-        && cache.tgid == tgid
-        && address >= cache.start
-        && address < cache.end
-    {
-        return Some((cache.region as usize, cache.huge != 0));
+    if seq & 1 == 0 {
+        let mut i = 0;
+        while i < VMA_CACHE_ENTRIES {
+            let c = &caches.e[i];
+            if c.mm == mm && c.seq == seq && c.tgid == tgid && address >= c.start && address < c.end
+            {
+                return Some((c.region as usize, c.huge != 0));
+            }
+            i += 1;
+        }
     }
     let mut info = VmaInfo {
         flags: 0,
@@ -236,17 +238,19 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
     // for reading: the sequence read before is still the mapping's).
     let (_, after) = mm_and_seq(me);
     if seq & 1 == 0 && after == seq && mm != 0 {
-        *cache = VmaCache {
-            mm,
-            seq,
-            tgid,
-            start: info.start,
-            end: info.end,
-            region: region as u32,
-            huge: u32::from(huge),
-        };
-    } else {
-        cache.mm = 0;
+        let slot = caches.next as usize % VMA_CACHE_ENTRIES;
+        caches.next = (slot as u32 + 1) % VMA_CACHE_ENTRIES as u32;
+        if let Some(c) = caches.e.get_mut(slot) {
+            *c = VmaCache {
+                mm,
+                seq,
+                tgid,
+                start: info.start,
+                end: info.end,
+                region: region as u32,
+                huge: u32::from(huge),
+            };
+        }
     }
     Some((region, huge))
 }
