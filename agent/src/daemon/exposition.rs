@@ -197,7 +197,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         ),
         (
             "pgpreempt_pages_migrated_total",
-            "Pages migrated in the task's own context (mm_migrate_pages: NUMA balancing's misplaced pages, or its direct compaction), a stall the query waits through.",
+            "Base pages migrated in the task's own context (mm_migrate_pages, for any reason: NUMA balancing's misplaced pages, its own direct compaction, mbind, demotion), a stall the query waits through.",
             counter::PAGES_MIGRATED,
             1.0,
         ),
@@ -212,7 +212,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
 
     out.push(family(
         "pgpreempt_page_faults_total",
-        "Page faults taken in user mode, by where the address lands. region=main_shared: the cluster's main shared memory segment (shared_buffers and the rest; every backend faults in each page it touches once, 512 times as often on 4 kB pages as on 2 MB huge pages); other_shared: other shared mappings (dynamic shared memory in /dev/shm, SysV); private: private anonymous memory (heap, stack); file: private file mappings (the binary, libraries).",
+        "Page faults on the process's memory (taken in user mode, or by the kernel copying to or from it in a system call, as pread into an empty shared buffer does), by where the address lands. region=main_shared: the cluster's main shared memory segment (shared_buffers and the rest; every backend faults in each page it touches once, 512 times as often on 4 kB pages as on 2 MB huge pages); other_shared: other shared mappings (dynamic shared memory in /dev/shm, SysV); private: private anonymous memory (heap, stack); file: private file mappings (the binary, libraries).",
         MetricType::COUNTER,
         split("region", &FAULT_REGIONS),
     ));
@@ -220,7 +220,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     for (name, help, label_name, kinds) in [
         (
             "pgpreempt_mmap_lock_wait_seconds",
-            "Time a process waited to take its own mmap_lock (the address-space lock), from mmap_lock_start_locking to mmap_lock_acquire_returned; _count is the acquisitions (try-locks, which never wait, are not counted). lock=write: mmap, munmap, brk (memory allocated or freed, dynamic shared memory attached); lock=read: page faults that fall back from the per-VMA lock, and other reads of the address space. Long waits mean another holder: a /proc/PID/smaps reader, khugepaged.",
+            "Time a process waited to take its own mmap_lock (the address-space lock), from mmap_lock_start_locking to mmap_lock_acquire_returned; _count is the acquisitions (the kernel's try-locks included: they wait for nothing). lock=write: mmap, munmap, brk (memory allocated or freed, dynamic shared memory attached); lock=read: page faults that fall back from the per-VMA lock, and other reads of the address space. Long waits mean another holder: a /proc/PID/smaps reader, khugepaged.",
             "lock",
             &[
                 ("read", hist_kind::MMAP_LOCK_READ_WAIT),
