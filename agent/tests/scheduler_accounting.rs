@@ -270,13 +270,25 @@ fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
         n >= gaps / 2 && n >= 1 && n <= gaps + RT_ROUNDS as u64 / 2,
         "{n} preemptions for {gaps} gaps"
     );
-    common::assert_close(
-        "preempted ns",
-        d(counter::PREEMPTED_NS) as f64,
-        want as f64,
-        0.0,
-        want as f64 * 0.02 + (n.saturating_sub(gaps) * GAP_NS) as f64,
+    // The time lies between what the real-time task held (every ns of it
+    // the worker was preempted) and the worker's own gaps, which also hold
+    // the stalls that are no preemption: a long interrupt, the hypervisor
+    // running another virtual CPU (a CI run once saw 36 gaps, 25
+    // preemptions: 105.3 ms of gaps, 103.1 ms preempted, 100.1 ms held).
+    let got = d(counter::PREEMPTED_NS);
+    let slack = (n.saturating_sub(gaps) * GAP_NS) as f64;
+    assert!(
+        got as f64 >= held as f64 * 0.98,
+        "preempted {got} ns, less than the {held} ns the real-time task held"
     );
+    assert!(
+        got as f64 <= want as f64 * 1.02 + slack,
+        "preempted {got} ns, more than the worker's own gaps ({want} ns)"
+    );
+    // With a gap per preemption (a quiet CPU), the gaps are the answer.
+    if n == gaps {
+        common::assert_close("preempted ns", got as f64, want as f64, 2.0, 0.0);
+    }
 }
 
 #[test]
