@@ -153,6 +153,14 @@ pub struct TaskLayout {
     pub mm_lock_seq: u32,
     pub vma_start: u32,
     pub vma_end: u32,
+    /// `task_struct.pagefault_disabled` (int): a fault taken with page
+    /// faults disabled (`copy_*_nofault`, `bpf_probe_read_user`, a
+    /// profiler's stack walk) is refused by the kernel and not the task's.
+    pub pagefault_disabled: u32,
+    /// `task_struct.self_exec_id` (u32 or u64, bumped by every exec; its
+    /// low 32 bits are read): part of the key of a cached mapping (an `mm`
+    /// address can be reused by a later exec of the same process).
+    pub self_exec_id: u32,
     pub _pad: u32,
 }
 

@@ -168,6 +168,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     mm_lock_seq: 0,
     vma_start: 0,
     vma_end: 0,
+    pagefault_disabled: 0,
+    self_exec_id: 0,
     _pad: 0,
 });
 
@@ -263,11 +265,14 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct VmaCache {
-    /// Whose: the process (`tgid`), its `mm` and that mm's `mm_lock_seq`
-    /// when the mapping was looked up.
+    /// Whose: the process (`tgid`, and which of its programs: the exec
+    /// count), its `mm` and that mm's `mm_lock_seq` when the mapping was
+    /// looked up.
     pub mm: u64,
     pub seq: u32,
     pub tgid: u32,
+    pub exec_id: u32,
+    pub _pad: u32,
     pub start: u64,
     pub end: u64,
     /// The region counter, and non-zero for a hugetlb mapping.

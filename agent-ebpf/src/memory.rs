@@ -4,10 +4,12 @@
 //! tracepoint; each leaves at once for a task whose `comm` is not traced.
 //!
 //! These programs run in the task's own context with preemption off (a
-//! tracepoint), so they cannot run inside the task's own uprobes (those run
-//! in the kernel, the fault tracepoint fires for faults taken in user mode)
-//! nor inside its `sched_switch`: their writes to the task's state cannot
-//! interleave with the other writers (see `TaskState`).
+//! tracepoint), so they cannot run inside its `sched_switch`. Nor inside
+//! the task's own uprobes or another BPF program: a user-mode fault comes
+//! from user code, and a fault in the kernel is counted only with page
+//! faults enabled, which a program's reads of user memory never are. So
+//! their writes to the task's state cannot interleave with the other
+//! writers (see `TaskState`).
 use agent_common::{
     config::NO_FIELD,
     stats::{counter, diag, hist_kind},
@@ -115,8 +117,11 @@ pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
 /// backend's first touches of shared_buffers come this way).
 #[btf_tracepoint(function = "page_fault_kernel")]
 pub fn page_fault_kernel(ctx: BtfTracePointContext) -> u32 {
-    // Kernel addresses have the top bit set (x86-64, arm64).
-    if (ctx.arg::<u64>(0) as i64) < 0 {
+    // Kernel addresses have the top bit set (x86-64, arm64). A fault with
+    // page faults disabled (`copy_*_nofault`: `bpf_probe_read_user`, the
+    // s_lock probe's own name read, a profiler's stack walk from an NMI)
+    // is refused, not counted by the kernel, and not the task's.
+    if (ctx.arg::<u64>(0) as i64) < 0 || KernelTask::current().pagefault_disabled() != 0 {
         return 0;
     }
     fault(&ctx);
@@ -134,11 +139,17 @@ fn fault(ctx: &BtfTracePointContext) {
     ts.flags |= FINDING_VMA;
     let found = region(cluster, address);
     ts.flags &= !FINDING_VMA;
-    if let Some((region, huge)) = found {
-        sink.add(region, 1);
-        if huge {
-            sink.add(counter::FAULTS_HUGETLB, 1);
+    match found {
+        Region::Found(region, huge) => {
+            sink.add(region, 1);
+            if huge {
+                sink.add(counter::FAULTS_HUGETLB, 1);
+            }
         }
+        Region::Unknown => {}
+        // No mapping: the fault fails (SIGSEGV, or EFAULT for a system
+        // call), and the kernel counts no fault.
+        Region::None => return,
     }
     if ts.spin_start_ns != 0 {
         sink.add(counter::FAULTS_WHILE_SPINNING, 1);
@@ -166,9 +177,7 @@ fn cluster_of(ts: &TaskState) -> u32 {
     }
 }
 
-/// The region counter for a fault at `address`, and whether its mapping is
-/// on huge pages; None if no mapping holds it (a segfault) or it could not
-/// be looked up. The main segment is a range compare; anything else asks
+/// Where a fault at `address` lands (see [`Region`]). The main segment is a range compare; anything else asks
 /// the kernel for the mapping (`bpf_find_vma`), once per mapping: the
 /// answer is kept on the CPU (`VMA_CACHE`, the last 16) and reused for the process's
 /// next faults in the same mapping while its `mmap_lock` has not been taken
@@ -178,26 +187,34 @@ fn cluster_of(ts: &TaskState) -> u32 {
 /// `bpf_find_vma` hands the release of its `mmap_lock` try-lock to an
 /// interrupt of its own (irq_work), some microseconds on a VM.
 #[inline(always)]
-fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
+fn region(cluster: u32, address: u64) -> Region {
     if cluster != 0 {
         if let Some(seg) = SEGMENTS.get(cluster) {
             if address >= seg.start && address < seg.end {
-                return Some((counter::FAULTS_MAIN_SHARED, seg.huge != 0));
+                return Region::Found(counter::FAULTS_MAIN_SHARED, seg.huge != 0);
             }
         }
     }
     let me = KernelTask::current();
     let (mm, seq) = mm_and_seq(me);
-    let caches = VMA_CACHE.get_ptr_mut(0)?;
+    let Some(caches) = VMA_CACHE.get_ptr_mut(0) else {
+        return Region::Unknown;
+    };
     let caches = unsafe { &mut *caches };
     let tgid = me.tgid();
+    let exec_id = me.exec_id();
     if seq & 1 == 0 {
         let mut i = 0;
         while i < VMA_CACHE_ENTRIES {
             let c = &caches.e[i];
-            if c.mm == mm && c.seq == seq && c.tgid == tgid && address >= c.start && address < c.end
+            if c.mm == mm
+                && c.seq == seq
+                && c.tgid == tgid
+                && c.exec_id == exec_id
+                && address >= c.start
+                && address < c.end
             {
-                return Some((c.region as usize, c.huge != 0));
+                return Region::Found(c.region as usize, c.huge != 0);
             }
             i += 1;
         }
@@ -222,9 +239,9 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
         -16 => {
             // EBUSY: the lock is held for writing.
             bump_diag(diag::FAULT_REGION_UNKNOWN);
-            return None;
+            return Region::Unknown;
         }
-        _ => return None, // ENOENT: no mapping; the fault fails
+        _ => return Region::None, // ENOENT: no mapping; the fault fails
     }
     let huge = info.flags & VM_HUGETLB != 0;
     let region = if info.flags & VM_SHARED != 0 {
@@ -245,6 +262,8 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
                 mm,
                 seq,
                 tgid,
+                exec_id,
+                _pad: 0,
                 start: info.start,
                 end: info.end,
                 region: region as u32,
@@ -252,7 +271,17 @@ fn region(cluster: u32, address: u64) -> Option<(usize, bool)> {
             };
         }
     }
-    Some((region, huge))
+    Region::Found(region, huge)
+}
+
+/// Where a fault landed.
+enum Region {
+    /// The region counter, and whether the mapping is on huge pages.
+    Found(usize, bool),
+    /// In a mapping that could not be looked up.
+    Unknown,
+    /// In no mapping.
+    None,
 }
 
 /// The task's `mm` and its `mm_lock_seq` (odd while a writer holds the

@@ -117,6 +117,18 @@ impl KernelTask {
         self.load(task_layout!(task_mm))
     }
 
+    /// Non-zero while the task runs with page faults disabled.
+    #[inline(always)]
+    pub fn pagefault_disabled(self) -> i32 {
+        self.load(task_layout!(pagefault_disabled))
+    }
+
+    /// How many times the process has called exec (low 32 bits).
+    #[inline(always)]
+    pub fn exec_id(self) -> u32 {
+        self.load(task_layout!(self_exec_id))
+    }
+
     /// True if the task's `comm` is one of the traced names.
     #[inline(always)]
     pub fn comm_traced(self) -> bool {

@@ -7,7 +7,7 @@
 mod common;
 
 use std::{
-    ffi::{c_int, c_void},
+    ffi::{c_char, c_int, c_void},
     os::fd::AsRawFd,
     path::PathBuf,
     sync::atomic::{AtomicU32, AtomicU64, Ordering},
@@ -966,6 +966,55 @@ fn faults_inside_its_own_s_lock_are_counted() {
     assert_eq!(own, CALLS as u64);
     assert_eq!(got, own, "faults inside its own s_lock");
     assert_eq!(delta(&c, counter::FAULTS_WHILE_OTHERS_SPIN), 0);
+}
+
+/// A fault taken with page faults disabled is refused (EFAULT) and not
+/// counted by the kernel: the `s_lock` probe's own read of a call site's
+/// name from a page the process never touched is one, at every call until
+/// a read succeeds. Not the process's faults.
+#[test]
+fn faults_the_kernel_refuses_are_not_counted() {
+    const CALLS: u64 = 200;
+    let (mut agent, gate, done, truth) = one_child("pgpt-nofault");
+    let t = truth.ptr as usize;
+    let kid = Killed(fork_child(move || {
+        set_comm(b"pgpt-nofault");
+        warm_up();
+        unsafe { &*(t as *const AtomicU64) }.store(0, Ordering::SeqCst);
+        // The name lies in a page never touched: the probe cannot read it.
+        let name = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, PAGE) as *const c_char;
+        let mut zero = 0u64;
+        let call = |lock: *mut u64| unsafe {
+            s_lock(lock, c"s_lock.c".as_ptr(), 0, name);
+        };
+        if !gate.pass() {
+            return;
+        }
+        call(&mut zero);
+        done.signal();
+        if !gate.pass() {
+            return;
+        }
+        let before = minflt();
+        for _ in 0..CALLS {
+            call(&mut zero);
+        }
+        unsafe { &*(t as *const AtomicU64) }.store(minflt() - before, Ordering::SeqCst);
+        done.signal();
+        gate.pass();
+    }));
+    common::wait_asleep(&[kid.0]);
+    agent.refresh();
+    round(&agent, kid.0, &gate, &done);
+    let c = round(&agent, kid.0, &gate, &done);
+    drop(kid);
+    let own = truth.get().load(Ordering::SeqCst);
+    let got = page_faults(&c.1) - page_faults(&c.0);
+    eprintln!(
+        "{CALLS} calls whose site name the probe cannot read: agent {got} faults, getrusage {own}"
+    );
+    assert_eq!(delta(&c, counter::SPINS), CALLS);
+    assert_eq!(got, own, "faults the kernel refused were counted");
 }
 
 /// Every memory program whose tracepoint this kernel has is attached (and

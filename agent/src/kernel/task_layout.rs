@@ -107,6 +107,10 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         mm_lock_seq: field(btf, "mm_struct", &["mm_lock_seq", "sequence"], 4).unwrap_or(NO_FIELD),
         vma_start: vma(&["vm_start"], std::mem::size_of::<usize>())?,
         vma_end: vma(&["vm_end"], std::mem::size_of::<usize>())?,
+        pagefault_disabled: task(&["pagefault_disabled"], 4)?,
+        // u64 since Linux 6.8, u32 before: the low half either way (x86-64
+        // and arm64 are little-endian).
+        self_exec_id: task(&["self_exec_id"], 8).or_else(|_| task(&["self_exec_id"], 4))?,
         _pad: 0,
     })
 }
