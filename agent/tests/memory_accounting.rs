@@ -169,6 +169,16 @@ fn faulter_setup(name: &str) -> (ScratchFile, usize, Agent) {
     (file, shared, common::agent_for("pgpt-faulter"))
 }
 
+/// In a `pgpt-faulter` child: named, warmed up, its truth (at `t`) with
+/// its page faulted in now, not inside a measured window.
+fn faulter_begins(t: usize) -> &'static mut Truth {
+    set_comm(b"pgpt-faulter");
+    warm_up();
+    let truth = unsafe { &mut *(t as *mut Truth) };
+    truth.shared = 0;
+    truth
+}
+
 #[test]
 fn page_faults_by_region_match_getrusage() {
     let (file, shared, agent) = faulter_setup("faults");
@@ -177,11 +187,7 @@ fn page_faults_by_region_match_getrusage() {
     let truth: Shared<Truth> = Shared::new();
     let t = truth.ptr as usize;
     let kid = fork_child(move || {
-        set_comm(b"pgpt-faulter");
-        warm_up();
-        let truth = unsafe { &mut *(t as *mut Truth) };
-        // Its page faulted in now, not inside a measured window.
-        truth.shared = 0;
+        let truth = faulter_begins(t);
         let private = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, PAGES * PAGE);
         let file = map(libc::MAP_PRIVATE, fd, PAGES * PAGE);
         // Faulting now would put the first loop's faults before the
@@ -230,10 +236,7 @@ fn a_mapping_replaced_at_the_same_address_is_looked_up_again() {
     let truth: Shared<Truth> = Shared::new();
     let t = truth.ptr as usize;
     let kid = fork_child(move || {
-        set_comm(b"pgpt-faulter");
-        warm_up();
-        let truth = unsafe { &mut *(t as *mut Truth) };
-        truth.shared = 0;
+        let truth = faulter_begins(t);
         let at = map(libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, PAGES * PAGE);
         if !gate.pass() {
             return;
