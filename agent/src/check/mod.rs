@@ -648,7 +648,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("  NUMA          1 node: NUMA balancing figures (task migrations between nodes, pages migrated) stay zero\n"),
+            text.contains("  NUMA          1 node: NUMA balancing never moves a task (numa_migrations stay zero; pages migrated are compaction's and mbind's only)\n"),
             "{text}"
         );
         // The JSON form has the same facts.
