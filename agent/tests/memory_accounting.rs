@@ -289,6 +289,16 @@ fn round(agent: &Agent, kid: u32, gate: &Gate, done: &Gate) -> (Counters, Counte
     (before, counters(agent, kid))
 }
 
+/// Counters of a child across its second round: the first one maps what
+/// the child's calls need (the uprobes' trampoline page), and the agent
+/// has classified the child by then.
+fn second_round(agent: &mut Agent, kid: u32, gate: &Gate, done: &Gate) -> (Counters, Counters) {
+    common::wait_asleep(&[kid]);
+    agent.refresh();
+    round(agent, kid, gate, done);
+    round(agent, kid, gate, done)
+}
+
 fn delta(c: &(Counters, Counters), what: usize) -> u64 {
     c.1.v[what] - c.0.v[what]
 }
@@ -957,10 +967,7 @@ fn faults_inside_its_own_s_lock_are_counted() {
         done.signal();
         gate.pass();
     }));
-    common::wait_asleep(&[kid.0]);
-    agent.refresh();
-    round(&agent, kid.0, &gate, &done);
-    let c = round(&agent, kid.0, &gate, &done);
+    let c = second_round(&mut agent, kid.0, &gate, &done);
     drop(kid);
     let own = truth.get().load(Ordering::SeqCst);
     let got = delta(&c, counter::FAULTS_WHILE_SPINNING);
@@ -1006,10 +1013,7 @@ fn faults_the_kernel_refuses_are_not_counted() {
         done.signal();
         gate.pass();
     }));
-    common::wait_asleep(&[kid.0]);
-    agent.refresh();
-    round(&agent, kid.0, &gate, &done);
-    let c = round(&agent, kid.0, &gate, &done);
+    let c = second_round(&mut agent, kid.0, &gate, &done);
     drop(kid);
     let own = truth.get().load(Ordering::SeqCst);
     let got = page_faults(&c.1) - page_faults(&c.0);
