@@ -83,6 +83,8 @@ struct RtBoard {
     /// than `GAP_NS` between its consecutive clock reads, and their total.
     gaps: u64,
     gap_ns: u64,
+    /// The sleeper's last sleep of 1 ms, as long as it took (wakeup test).
+    last_sleep_ns: u64,
 }
 
 /// A gap in a computing task's clock reads longer than this is time it was
@@ -128,7 +130,9 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
         // A last sleep: the wait before the run now ending is counted at
         // the task's next switch-out; the wakeup from this sleep, at its
         // final one (a short wait: no real-time task on the CPU then).
+        let t = now_ns();
         sleep_ns(1_000_000);
+        board.last_sleep_ns = now_ns() - t;
     });
     let rt = on_cpu0(b"pgpt-rt", true, move || {
         let board = unsafe { &mut *b };
@@ -175,12 +179,14 @@ fn wakeup_latency_is_the_time_a_realtime_task_kept_the_cpu() {
         RT_ROUNDS as u64 + 1,
         common::missed_switch_outs(&agent) - missed_before,
     );
-    common::assert_close(
-        "wakeup latency ns",
-        d(counter::WAKEUP_LATENCY_NS) as f64,
-        want as f64,
-        1.0,
-        0.0,
+    // The agent also counts the wakeup from the last sleep: short on a
+    // quiet CPU, but on a busy one as long as the sleep overran its 1 ms
+    // (a CI run: 102.4 ms counted, 101.2 ms over the rounds).
+    let last = board.last_sleep_ns.saturating_sub(1_000_000);
+    let got = d(counter::WAKEUP_LATENCY_NS);
+    assert!(
+        got as f64 >= want as f64 * 0.99 && got as f64 <= (want + last) as f64 * 1.01,
+        "wakeup latency: agent {got} ns, the rounds {want} ns, the last sleep overran by {last} ns"
     );
 }
 
