@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_GROUPS: u32 = 128;
 /// per-CPU hash of `SpinStats` (216 bytes, 27 KiB per CPU at 128), with the
 /// sites' names in a hash of one 64-byte copy each.
 pub const DEFAULT_MAX_SPIN_SITES: u32 = 128;
+/// Command names (per cluster) of the tasks that took the CPU from traced
+/// ones, counted apart; the rest are counted under `PREEMPTOR_OVERFLOW`.
+pub const MAX_PREEMPTORS: u32 = 1024;
 /// Default capacity of the per-process map (`--max-processes`).
 pub const DEFAULT_MAX_PROCESSES: u32 = 8192;
 /// Capacity of the per-task (thread) map, an LRU.
@@ -161,7 +164,9 @@ pub struct TaskLayout {
     /// low 32 bits are read): part of the key of a cached mapping (an `mm`
     /// address can be reused by a later exec of the same process).
     pub self_exec_id: u32,
-    pub _pad: u32,
+    /// `task_struct.se.sum_exec_runtime` (u64): the task's time on a CPU
+    /// (schedstat's first field), brought up to date before `sched_switch`.
+    pub sum_exec_runtime: u32,
 }
 
 /// A `TaskLayout` offset this kernel does not have.

@@ -71,34 +71,37 @@ pub mod counter {
     pub const MMAP_LOCK_READ_WAIT_NS: usize = 27;
     pub const MMAP_LOCK_WRITE_FAST: usize = 28;
     pub const MMAP_LOCK_WRITE_WAIT_NS: usize = 29;
+    /// Time on a CPU: the growth of the task's `se.sum_exec_runtime`
+    /// (schedstat's first field) from one switch-out to the next.
+    pub const ON_CPU_NS: usize = 30;
 
     // Rare events: per-CPU per process, but one shared copy per group
     // (`SharedGroupStats`, atomic adds), to keep the per-CPU maps small.
     /// `mmap_lock` waits longer than 1 µs.
-    pub const MMAP_LOCK_READ_SLOW: usize = 30;
-    pub const MMAP_LOCK_WRITE_SLOW: usize = 31;
+    pub const MMAP_LOCK_READ_SLOW: usize = 31;
+    pub const MMAP_LOCK_WRITE_SLOW: usize = 32;
     /// Direct reclaim (`mm_vmscan_direct_reclaim_begin/end`) in the task's
     /// own context, and its time.
-    pub const RECLAIM_DIRECT: usize = 32;
-    pub const RECLAIM_DIRECT_NS: usize = 33;
+    pub const RECLAIM_DIRECT: usize = 33;
+    pub const RECLAIM_DIRECT_NS: usize = 34;
     /// Memory-cgroup reclaim (`mm_vmscan_memcg_reclaim_begin/end`).
-    pub const RECLAIM_MEMCG: usize = 34;
-    pub const RECLAIM_MEMCG_NS: usize = 35;
+    pub const RECLAIM_MEMCG: usize = 35;
+    pub const RECLAIM_MEMCG_NS: usize = 36;
     /// Compaction in the task's own context (`mm_compaction_begin/end`).
-    pub const COMPACTIONS: usize = 36;
-    pub const COMPACTION_NS: usize = 37;
+    pub const COMPACTIONS: usize = 37;
+    pub const COMPACTION_NS: usize = 38;
     /// NUMA balancing moved the task to another node (`sched_move_numa`,
     /// `sched_swap_numa`).
-    pub const NUMA_MIGRATIONS: usize = 38;
+    pub const NUMA_MIGRATIONS: usize = 39;
     /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
-    pub const PAGES_MIGRATED: usize = 39;
+    pub const PAGES_MIGRATED: usize = 40;
     /// Number of counters (the rest of the array is reserved).
-    pub const USED: usize = 40;
+    pub const USED: usize = 41;
 }
 
 /// Counters below this index are kept per CPU in [`GroupStats`]; the rest
 /// (rare events) in one shared copy per group ([`SharedGroupStats`]).
-pub const HOT_COUNTERS: usize = 30;
+pub const HOT_COUNTERS: usize = 31;
 
 /// Room for the counters that later measurements add, without a layout change.
 pub const NUM_COUNTERS: usize = 44;
@@ -216,11 +219,31 @@ pub struct ProcInfo {
 pub struct TaskSeed {
     /// `sched_info.run_delay`, ns.
     pub run_delay: u64,
+    /// `se.sum_exec_runtime`, ns (schedstat's first field).
+    pub sum_exec: u64,
     /// Non-zero: the thread was asleep, so the wait before its next run
     /// follows a wakeup.
     pub slept: u32,
     pub _pad: u32,
 }
+
+/// Who ran next when a traced task was switched out involuntarily: its
+/// command name up to the first `/` (`kworker/3:1` counts as `kworker`),
+/// per cluster (key of `PREEMPTORS`, value: a count).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq, Hash)]
+pub struct PreemptorKey {
+    pub cluster: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
+/// The key counted when `PREEMPTORS` is full (the agent inserts it first).
+pub const PREEMPTOR_OVERFLOW: PreemptorKey = PreemptorKey {
+    cluster: u32::MAX,
+    _pad: 0,
+    comm: [0; 16],
+};
 
 /// Agent health counters kept by the kernel programs (index into `DIAG`).
 pub mod diag {

@@ -19,3 +19,4 @@ unsafe impl aya::Pod for crate::config::TaskLayout {}
 unsafe impl aya::Pod for crate::futex::SyscallLayout {}
 unsafe impl aya::Pod for crate::stats::SpinKey {}
 unsafe impl aya::Pod for crate::stats::SpinStats {}
+unsafe impl aya::Pod for crate::stats::PreemptorKey {}

@@ -1,11 +1,11 @@
 //! Maps, their value types and load-time settings. Sizes marked "set by the agent" are
 //! overridden with `EbpfLoader::set_max_entries`.
 use agent_common::{
-    config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS},
+    config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS, MAX_PREEMPTORS},
     futex::SyscallLayout,
     stats::{
-        diag, Counters, GroupStats, ProcInfo, Segment, SharedGroupStats, SiteName, SpinKey,
-        SpinStats, TaskSeed, HOLDER_HISTORY,
+        diag, Counters, GroupStats, PreemptorKey, ProcInfo, Segment, SharedGroupStats, SiteName,
+        SpinKey, SpinStats, TaskSeed, HOLDER_HISTORY,
     },
 };
 use aya_ebpf::{
@@ -79,6 +79,8 @@ pub struct TaskState {
     /// Its `sched_info.pcount` (runs after a wait on a run queue) then; 0
     /// until its first switch-out (a task has run once by then).
     pub pcount_seen: u64,
+    /// Its time on a CPU (`se.sum_exec_runtime`) then.
+    pub exec_seen: u64,
     /// When the task blocked in a futex wait; 0: not in one. One word, so
     /// that `sched_waking` on another CPU reads a wait and its start at once.
     pub futex_start_ns: u64,
@@ -121,6 +123,7 @@ pub const EMPTY: TaskState = TaskState {
     offcpu_ns: 0,
     run_delay_seen: 0,
     pcount_seen: 0,
+    exec_seen: 0,
     futex_start_ns: 0,
     hist_next: 0,
     hist_open: 0,
@@ -170,7 +173,7 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     vma_end: 0,
     pagefault_disabled: 0,
     self_exec_id: 0,
-    _pad: 0,
+    sum_exec_runtime: 0,
 });
 
 /// Which `comm`s are traced.
@@ -255,6 +258,17 @@ pub static SPIN_SITES: PerCpuHashMap<SpinKey, SpinStats> = PerCpuHashMap::with_m
 /// `SPIN_SITES`).
 #[map]
 pub static SPIN_SITE_NAMES: HashMap<SpinKey, SiteName> = HashMap::with_max_entries(1024, 0);
+
+/// Who took the CPU: per cluster and command name, the involuntary
+/// switch-outs of traced tasks where that name ran next (`sched_switch`,
+/// atomic adds). Entries are never removed; when it is full, new names are
+/// counted under `PREEMPTOR_OVERFLOW`, which the agent inserts first.
+#[map]
+pub static PREEMPTORS: HashMap<PreemptorKey, u64> = HashMap::with_max_entries(MAX_PREEMPTORS, 0);
+
+/// `sched_switch`'s scratch space for a `PREEMPTORS` key.
+#[map]
+pub static PREEMPTOR_KEY: PerCpuArray<PreemptorKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Process births and deaths, for the agent. Rare, so a ring buffer.
 #[map]

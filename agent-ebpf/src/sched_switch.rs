@@ -13,16 +13,19 @@
 //! A task's state lives from its first traced switch-out to its final one
 //! (`TASK_DEAD`), where the wait before its last run is counted and the
 //! state is freed.
-use agent_common::stats::{counter, diag};
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use agent_common::stats::{counter, diag, PREEMPTOR_OVERFLOW};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns, macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
 
 use crate::{
     account::Sink,
     futex,
     lock_holder::{close_open_interval, remember_preemption},
     maps::{
-        add_diag, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, OTHERS_SPIN, QUEUED, SEEDS, SLEPT,
-        TASKS,
+        add_diag, atomic_add, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, OTHERS_SPIN, PREEMPTORS,
+        PREEMPTOR_KEY, QUEUED, SEEDS, SLEPT, TASKS,
     },
     memory::{others_spinning, spinners_add},
     task::{own_state, resolve_current, task, task_or_create, KernelTask},
@@ -153,6 +156,7 @@ fn account_switch_out(
     // several waits: an open interval then gets no length of its own.
     let runs = pcount.wrapping_sub(ts.pcount_seen);
     let one_wait = if runs == 1 { waited } else { 0 };
+    let exec = prev.sum_exec_runtime();
     catch_up_missed_switch_in(ts, one_wait, clock);
     close_open_interval(ts, one_wait);
     if ts.pcount_seen != 0 {
@@ -164,11 +168,13 @@ fn account_switch_out(
         } else if ts.flags & QUEUED != 0 {
             preempted(ts, &sink, waited);
         }
+        sink.add(counter::ON_CPU_NS, exec.saturating_sub(ts.exec_seen));
     } else {
-        first_switch_out(prev, &sink, run_delay, pcount);
+        first_switch_out(prev, &sink, run_delay, pcount, exec);
     }
     ts.run_delay_seen = run_delay;
     ts.pcount_seen = pcount;
+    ts.exec_seen = exec;
     ts.flags &= !(SLEPT | QUEUED);
     if state & TASK_DEAD != 0 {
         // The kernel counts this switch in the task's nvcsw, but nobody can
@@ -184,6 +190,7 @@ fn account_switch_out(
             ts.flags |= QUEUED;
         }
         sink.add(counter::INVOLUNTARY_SWITCHES, 1);
+        count_preemptor(ctx, ts.cluster);
         if ts.spin_start_ns != 0 {
             // Preempted while spinning in s_lock: its slice burned waiting.
             sink.add(counter::SPINNER_PREEMPTIONS, 1);
@@ -203,18 +210,67 @@ fn account_switch_out(
 }
 
 /// The first switch-out of a task since the agent started: its run_delay
-/// holds waits from before. Where it stood at start-up is in `SEEDS` (the
-/// agent read it from /proc); a task forked since then has run once.
+/// and time on a CPU hold what came before. Where they stood at start-up
+/// is in `SEEDS` (the agent read it from /proc); a task forked since then
+/// has run once. A task that has run before and has no seed (it was not
+/// traced then: renamed, or its seed was evicted) counts neither.
 #[inline(always)]
-fn first_switch_out(prev: KernelTask, sink: &Sink, run_delay: u64, pcount: u64) {
+fn first_switch_out(prev: KernelTask, sink: &Sink, run_delay: u64, pcount: u64, exec: u64) {
     let tid = prev.pid();
     if let Some(seed) = unsafe { SEEDS.get(tid) } {
         if seed.slept != 0 {
             sink.wakeup(run_delay.saturating_sub(seed.run_delay));
         }
+        sink.add(counter::ON_CPU_NS, exec.saturating_sub(seed.sum_exec));
         let _ = SEEDS.remove(tid);
     } else if pcount == 1 {
         sink.wakeup(run_delay);
+        sink.add(counter::ON_CPU_NS, exec);
+    }
+}
+
+/// Counts who runs next at an involuntary switch-out: its command name up
+/// to the first `/` (kernel threads carry their CPU after it), for the
+/// switched-out task's cluster.
+#[inline(always)]
+fn count_preemptor(ctx: &BtfTracePointContext, cluster: u32) {
+    // The key is built in a per-CPU scratch slot: sched_switch's stack is
+    // nearly full.
+    let Some(key) = PREEMPTOR_KEY.get_ptr_mut(0) else {
+        return;
+    };
+    let key = unsafe { &mut *key };
+    let next = KernelTask::arg(ctx, 2);
+    key.cluster = cluster;
+    key._pad = 0;
+    let (lo, hi) = next.comm_words();
+    key.comm = [0; 16];
+    let mut cut = false;
+    for i in 0..16 {
+        let b = if i < 8 {
+            (lo >> (8 * i)) as u8
+        } else {
+            (hi >> (8 * (i - 8))) as u8
+        };
+        cut |= b == b'/' || b == 0;
+        if !cut {
+            key.comm[i] = b;
+        }
+    }
+    let key = &*key;
+    if let Some(n) = PREEMPTORS.get_ptr_mut(key) {
+        atomic_add(n, 1);
+        return;
+    }
+    if PREEMPTORS.insert(key, &1, BPF_NOEXIST as u64).is_ok() {
+        return;
+    }
+    // Another CPU inserted it meanwhile, or the map is full.
+    let n = PREEMPTORS
+        .get_ptr_mut(key)
+        .or_else(|| PREEMPTORS.get_ptr_mut(&PREEMPTOR_OVERFLOW));
+    if let Some(n) = n {
+        atomic_add(n, 1);
     }
 }
 

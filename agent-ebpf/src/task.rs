@@ -98,6 +98,20 @@ impl KernelTask {
         self.load(task_layout!(run_delay))
     }
 
+    /// The task's time on a CPU (`se.sum_exec_runtime`), as the scheduler
+    /// brought it up to date before `sched_switch` (schedstat's first field).
+    #[inline(always)]
+    pub fn sum_exec_runtime(self) -> u64 {
+        self.load(task_layout!(sum_exec_runtime))
+    }
+
+    /// The task's command name, as two little-endian words.
+    #[inline(always)]
+    pub fn comm_words(self) -> (u64, u64) {
+        let off = task_layout!(comm);
+        (self.load(off), self.load(off + 8))
+    }
+
     /// How many times the task has been switched in (`sched_info.pcount`).
     #[inline(always)]
     pub fn pcount(self) -> u64 {

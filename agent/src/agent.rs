@@ -8,8 +8,8 @@ use std::{
 use agent_common::{
     event::{ProcEvent, PROC_EXIT, PROC_NEW},
     stats::{
-        diag, Counters, GroupStats, GroupTotals, ProcInfo, Segment, SharedGroupStats, SiteName,
-        SpinKey, SpinStats, TaskSeed,
+        diag, Counters, GroupStats, GroupTotals, PreemptorKey, ProcInfo, Segment, SharedGroupStats,
+        SiteName, SpinKey, SpinStats, TaskSeed, PREEMPTOR_OVERFLOW,
     },
 };
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
@@ -44,6 +44,21 @@ pub struct Snapshot {
     pub uprobe_errors: u64,
     /// Each cluster's main shared memory segment, where it was found.
     pub shared_memory: Vec<SharedMemory>,
+    /// Who took the CPU from traced processes, counted since the start.
+    pub preemptors: Vec<Preemptor>,
+    /// CPUs online on the host.
+    pub online_cpus: u32,
+}
+
+/// The tasks of one command name that ran next when processes of one
+/// cluster were switched out involuntarily.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preemptor {
+    /// The cluster preempted; empty for the names counted together when
+    /// the kernel's map was full (`comm` is then `(others)`).
+    pub cluster: String,
+    pub comm: String,
+    pub count: u64,
 }
 
 /// A cluster's main shared memory segment, for people.
@@ -117,6 +132,7 @@ struct Maps {
     spin_sites: PerCpuHashMap<MapData, SpinKey, SpinStats>,
     spin_site_names: BpfHashMap<MapData, SpinKey, SiteName>,
     seeds: BpfHashMap<MapData, u32, TaskSeed>,
+    preemptors: BpfHashMap<MapData, PreemptorKey, u64>,
 }
 
 impl KernelMaps for Maps {
@@ -188,7 +204,15 @@ impl Agent {
             spin_sites: take(&mut probes, "SPIN_SITES")?,
             spin_site_names: take(&mut probes, "SPIN_SITE_NAMES")?,
             seeds: take(&mut probes, "SEEDS")?,
+            preemptors: take(&mut probes, "PREEMPTORS")?,
         };
+        // Counted into when the map is full: it must exist first.
+        maps.preemptors
+            .insert(PREEMPTOR_OVERFLOW, 0, 0)
+            .map_err(|e| AgentError::Map {
+                map: "PREEMPTORS",
+                detail: e.to_string(),
+            })?;
         let events: RingBuf<MapData> = take(&mut probes, "PROC_EVENTS")?;
         let mut tracker = Tracker::with_groups(
             ProcFs::default(),
@@ -500,6 +524,45 @@ impl Agent {
             .find_map(|t| crate::postgres::spin_sites::read_name_from(t.tgid, key.func))
     }
 
+    /// Who took the CPU from traced processes, per cluster and name.
+    pub fn preemptors(&self) -> Vec<Preemptor> {
+        let keys: Vec<PreemptorKey> = self.maps.preemptors.keys().filter_map(Result::ok).collect();
+        let mut out: Vec<Preemptor> = Vec::new();
+        for key in keys {
+            let Ok(count) = self.maps.preemptors.get(&key, 0) else {
+                continue;
+            };
+            let (cluster, comm) = if key == PREEMPTOR_OVERFLOW {
+                (String::new(), "(others)".to_string())
+            } else {
+                let cluster = self
+                    .tracker
+                    .groups
+                    .cluster_name(key.cluster)
+                    .unwrap_or(crate::postgres::groups::UNASSIGNED_CLUSTER)
+                    .to_string();
+                let end = key.comm.iter().position(|&b| b == 0).unwrap_or(16);
+                let comm = String::from_utf8_lossy(&key.comm[..end]).into_owned();
+                (cluster, if comm.is_empty() { "?".into() } else { comm })
+            };
+            // Two ids can carry one label (a cluster seen before its data
+            // directory was known): summed.
+            match out
+                .iter_mut()
+                .find(|p| p.cluster == cluster && p.comm == comm)
+            {
+                Some(p) => p.count += count,
+                None => out.push(Preemptor {
+                    cluster,
+                    comm,
+                    count,
+                }),
+            }
+        }
+        out.sort_by(|a, b| (&a.cluster, &a.comm).cmp(&(&b.cluster, &b.comm)));
+        out
+    }
+
     /// Everything a scrape shows.
     pub fn snapshot(&self) -> Snapshot {
         let spin_sites = self.spin_sites();
@@ -522,6 +585,8 @@ impl Agent {
             spin_sites,
             uprobe_errors: self.uprobes.as_ref().map_or(0, |u| u.errors),
             shared_memory: self.shared_memory(),
+            preemptors: self.preemptors(),
+            online_cpus: online_cpus(),
         }
     }
 
@@ -529,4 +594,10 @@ impl Agent {
     pub fn labels_of(&self, tgid: u32) -> Option<Labels> {
         self.tracker.procs.get(&tgid).map(|t| t.labels())
     }
+}
+
+/// CPUs online now (`sysconf(_SC_NPROCESSORS_ONLN)`).
+pub fn online_cpus() -> u32 {
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    u32::try_from(n).unwrap_or(0)
 }

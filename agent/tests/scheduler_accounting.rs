@@ -295,6 +295,25 @@ fn preempted_time_is_the_time_a_realtime_task_held_the_cpu() {
     if n == gaps {
         common::assert_close("preempted ns", got as f64, want as f64, 2.0, 0.0);
     }
+    // Who took the CPU: one name counted per involuntary switch-out of
+    // the only traced process, most of them the real-time task's.
+    let preemptors = agent.preemptors();
+    let total: u64 = preemptors.iter().map(|p| p.count).sum();
+    let by_rt: u64 = preemptors
+        .iter()
+        .filter(|p| p.comm == "pgpt-rt")
+        .map(|p| p.count)
+        .sum();
+    eprintln!("preempted by: {preemptors:?}");
+    assert_eq!(
+        total,
+        after.v[counter::INVOLUNTARY_SWITCHES],
+        "one preemptor per involuntary switch: {preemptors:?}"
+    );
+    assert!(
+        by_rt >= RT_ROUNDS as u64 / 2 && by_rt <= total,
+        "the real-time task took the CPU {by_rt} times of {total}: {preemptors:?}"
+    );
 }
 
 #[test]

@@ -424,7 +424,9 @@ mod tests {
                 preempt: PreemptModel {
                     model: "none".into(),
                     source: "test".into(),
+                    dynamic: None,
                 },
+                rseq_slice: None,
             },
             programs: vec![ProgramStats {
                 name: "sched_switch".into(),
@@ -445,6 +447,8 @@ mod tests {
             }],
             uprobe_errors: 1,
             shared_memory: vec![],
+            preemptors: vec![],
+            online_cpus: 2,
         }
     }
 

@@ -7,17 +7,36 @@ pub struct PreemptModel {
     /// none, voluntary, full, lazy, rt or unknown.
     pub model: String,
     pub source: String,
+    /// The model can be chosen at boot (`preempt=`, PREEMPT_DYNAMIC):
+    /// None if neither debugfs nor a kernel config says.
+    pub dynamic: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
 pub struct KernelInfo {
     pub release: String,
     pub preempt: PreemptModel,
+    /// The RSEQ time-slice extension is in this kernel and enabled (None:
+    /// not known). Read by `read` only (it asks the running kernel).
+    pub rseq_slice: Option<bool>,
 }
 
 impl KernelInfo {
     pub fn read() -> KernelInfo {
-        KernelInfo::read_at(Path::new("/"))
+        let mut k = KernelInfo::read_at(Path::new("/"));
+        let config = read_config_at(Path::new("/"), &k.release);
+        let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        let r = crate::check::rseq::assess(
+            config.as_ref().map(|(c, s)| (c.as_str(), s.as_str())),
+            &cmdline,
+            crate::check::rseq::probe(),
+        );
+        k.rseq_slice = match (r.supported, r.enabled) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        };
+        k
     }
 
     /// The same, from a host tree under `root` (`/`, or a fixture in tests).
@@ -26,7 +45,11 @@ impl KernelInfo {
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         let preempt = detect_preempt_at(root, &release);
-        KernelInfo { release, preempt }
+        KernelInfo {
+            release,
+            preempt,
+            rseq_slice: None,
+        }
     }
 }
 
@@ -99,9 +122,11 @@ pub fn detect_preempt_at(root: &Path, release: &str) -> PreemptModel {
         .ok()
         .and_then(|t| parse_debugfs_preempt(&t))
     {
+        // The file exists only on PREEMPT_DYNAMIC kernels.
         return PreemptModel {
             model: m,
             source: "/sys/kernel/debug/sched/preempt".into(),
+            dynamic: Some(true),
         };
     }
     let config = read_config_at(root, release);
@@ -117,11 +142,14 @@ pub fn detect_preempt_at(root: &Path, release: &str) -> PreemptModel {
             return PreemptModel {
                 model: m,
                 source: "/proc/cmdline preempt=".into(),
+                dynamic: config.as_ref().map(|_| dynamic),
             };
         }
     }
+    let known_dynamic = config.as_ref().map(|_| dynamic);
     match (model, config) {
         (Some(m), Some((_, src))) => PreemptModel {
+            dynamic: known_dynamic,
             model: m,
             source: if dynamic {
                 format!("{src} (PREEMPT_DYNAMIC default)")
@@ -132,6 +160,7 @@ pub fn detect_preempt_at(root: &Path, release: &str) -> PreemptModel {
         _ => PreemptModel {
             model: "unknown".into(),
             source: "not found".into(),
+            dynamic: known_dynamic,
         },
     }
 }

@@ -111,7 +111,7 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         // u64 since Linux 6.8, u32 before: the low half either way (x86-64
         // and arm64 are little-endian).
         self_exec_id: task(&["self_exec_id"], 8).or_else(|_| task(&["self_exec_id"], 4))?,
-        _pad: 0,
+        sum_exec_runtime: task(&["se", "sum_exec_runtime"], 8)?,
     })
 }
 

@@ -18,11 +18,14 @@ use crate::error::AgentError;
 /// the thread is gone or the files are not what the kernel writes.
 pub fn parse(schedstat: &str, stat: &str) -> Option<TaskSeed> {
     // "<on-cpu ns> <run-queue ns> <timeslices>"
-    let run_delay = schedstat.split_whitespace().nth(1)?.parse().ok()?;
+    let mut fields = schedstat.split_whitespace();
+    let sum_exec = fields.next()?.parse().ok()?;
+    let run_delay = fields.next()?.parse().ok()?;
     // "<tid> (<comm>) <state> ...": the comm may hold spaces and ')'.
     let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
     Some(TaskSeed {
         run_delay,
+        sum_exec,
         // R: running or queued. Its wait (if any) began before start-up.
         slept: u32::from(state != "R"),
         _pad: 0,
@@ -83,6 +86,7 @@ mod tests {
             s,
             TaskSeed {
                 run_delay: 73466,
+                sum_exec: 1520038,
                 slept: 1,
                 _pad: 0
             }

@@ -9,13 +9,13 @@ use agent_common::stats::{hist_kind, Counters, GroupTotals, Hist, ALL_HISTS};
 
 use crate::{
     agent::Agent,
-    agent::Snapshot,
+    agent::{Preemptor, Snapshot},
     kernel::snapshot::{self, DIAG_REASONS},
     postgres::groups::{Labels, UNASSIGNED_CLUSTER},
     postgres::processes::{pg_version, Classified},
     trace::report_json::{
-        BackendTypeJson, ClusterJson, Figures, HistogramJson, KernelJson, ProcessJson, Report,
-        Selection, SharedMemoryJson, SpinSiteJson, SCHEMA_VERSION,
+        BackendTypeJson, ClusterJson, Figures, HistogramJson, KernelJson, PreemptorJson,
+        ProcessJson, Report, Selection, SharedMemoryJson, SpinSiteJson, SCHEMA_VERSION,
     },
 };
 
@@ -257,7 +257,10 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
             release: s.snapshot.kernel.release.clone(),
             preempt_model: s.snapshot.kernel.preempt.model.clone(),
             preempt_model_source: s.snapshot.kernel.preempt.source.clone(),
+            preempt_dynamic: s.snapshot.kernel.preempt.dynamic,
+            rseq_slice_extension: s.snapshot.kernel.rseq_slice,
         },
+        online_cpus: s.snapshot.online_cpus,
         selection: info.selection.clone(),
         clusters: clusters.into_values().collect(),
         totals: Figures::from_counters(&total.counters),
@@ -270,7 +273,26 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
             .map(|&(r, i)| (r.to_string(), s.snapshot.diag[i]))
             .collect(),
         uprobe_errors: s.snapshot.uprobe_errors,
+        preempted_by: preempted_by(&s.snapshot.preemptors, &info.filter),
     }
+}
+
+/// Preemptors of the selected clusters, by name, most first.
+fn preempted_by(all: &[Preemptor], filter: &Filter) -> Vec<PreemptorJson> {
+    let mut by_comm: BTreeMap<String, u64> = BTreeMap::new();
+    for p in all
+        .iter()
+        .filter(|p| p.cluster.is_empty() || filter.keeps(&p.cluster))
+    {
+        *by_comm.entry(p.comm.clone()).or_default() += p.count;
+    }
+    let mut v: Vec<PreemptorJson> = by_comm
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(comm, preemptions)| PreemptorJson { comm, preemptions })
+        .collect();
+    v.sort_by(|a, b| b.preemptions.cmp(&a.preemptions).then(a.comm.cmp(&b.comm)));
+    v
 }
 
 #[cfg(test)]
@@ -344,7 +366,9 @@ mod tests {
                     preempt: PreemptModel {
                         model: "none".into(),
                         source: "/proc/config.gz".into(),
+                        dynamic: None,
                     },
+                    rseq_slice: None,
                 },
                 programs: vec![],
                 diag: diag_counts,
@@ -359,6 +383,29 @@ mod tests {
                     huge_pages: "on",
                     size_bytes: 128 << 20,
                 }],
+                preemptors: vec![
+                    crate::agent::Preemptor {
+                        cluster: "/a".into(),
+                        comm: "pgbench".into(),
+                        count: 5,
+                    },
+                    crate::agent::Preemptor {
+                        cluster: "/b".into(),
+                        comm: "pgbench".into(),
+                        count: 4,
+                    },
+                    crate::agent::Preemptor {
+                        cluster: "/b".into(),
+                        comm: "kworker".into(),
+                        count: 1,
+                    },
+                    crate::agent::Preemptor {
+                        cluster: String::new(),
+                        comm: "(others)".into(),
+                        count: 0,
+                    },
+                ],
+                online_cpus: 2,
             },
             processes: vec![
                 ProcessSample {

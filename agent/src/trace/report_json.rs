@@ -21,6 +21,9 @@ pub struct Report {
     /// From attach to the last read of the counters.
     pub duration_seconds: f64,
     pub kernel: KernelJson,
+    /// CPUs online on the host (0 in reports written before it was added).
+    #[serde(default)]
+    pub online_cpus: u32,
     pub selection: Selection,
     pub clusters: Vec<ClusterJson>,
     /// Every traced event of the selection, including processes that could
@@ -34,6 +37,21 @@ pub struct Report {
     pub dropped_events: BTreeMap<String, u64>,
     /// PostgreSQL binaries whose `s_lock` could not be probed.
     pub uprobe_errors: u64,
+    /// Who took the CPU: the tasks that ran next when a selected process
+    /// was switched out involuntarily, by command name (`kworker/3:1` as
+    /// `kworker`), most first.
+    #[serde(default)]
+    pub preempted_by: Vec<PreemptorJson>,
+}
+
+/// The tasks of one command name that took the CPU from selected processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreemptorJson {
+    /// The command name up to its first `/`; `(others)` for names the
+    /// kernel's bounded map had no room for.
+    pub comm: String,
+    /// Involuntary switch-outs of selected processes where it ran next.
+    pub preemptions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +60,14 @@ pub struct KernelJson {
     /// none, voluntary, full, lazy, rt or unknown.
     pub preempt_model: String,
     pub preempt_model_source: String,
+    /// The model can be chosen at boot (`preempt=`, PREEMPT_DYNAMIC); null
+    /// if not known.
+    #[serde(default)]
+    pub preempt_dynamic: Option<bool>,
+    /// The RSEQ time-slice extension is in this kernel and enabled; null if
+    /// not known.
+    #[serde(default)]
+    pub rseq_slice_extension: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,6 +108,10 @@ pub struct SharedMemoryJson {
 /// events; `*_seconds` are sums of durations over the session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Figures {
+    /// Time on a CPU (the growth of schedstat's `sum_exec_runtime` between
+    /// switch-outs). Added in schema version 1: zero in older reports.
+    #[serde(default)]
+    pub on_cpu_seconds: f64,
     pub voluntary_switches: u64,
     pub involuntary_switches: u64,
     /// Completed preemptions (involuntary switch-out until running again).
@@ -167,6 +197,7 @@ impl Figures {
         let v = |i: usize| c.v[i];
         let (read_waits, write_waits) = crate::kernel::snapshot::mmap_lock_waits(c);
         Figures {
+            on_cpu_seconds: secs(v(counter::ON_CPU_NS)),
             voluntary_switches: v(counter::VOLUNTARY_SWITCHES),
             involuntary_switches: v(counter::INVOLUNTARY_SWITCHES),
             preemptions: v(counter::PREEMPTIONS),
@@ -229,6 +260,14 @@ impl Figures {
     /// Run-queue time: preempted plus wakeup latency (schedstat's run_delay).
     pub fn run_queue_seconds(&self) -> f64 {
         self.preempted_seconds + self.wakeup_latency_seconds
+    }
+
+    /// The time the processes were busy or waiting for something they
+    /// needed: on a CPU, waiting for one, or waiting for a lock (futex).
+    /// The denominator of every share in the diagnosis. Idle waits (for a
+    /// client, a latch, I/O) are not in it.
+    pub fn active_seconds(&self) -> f64 {
+        self.on_cpu_seconds + self.run_queue_seconds() + self.futex_wait_seconds
     }
 }
 
@@ -406,7 +445,10 @@ pub(crate) mod tests {
                 release: "6.18.0".into(),
                 preempt_model: "none".into(),
                 preempt_model_source: "/proc/config.gz".into(),
+                preempt_dynamic: Some(false),
+                rseq_slice_extension: None,
             },
+            online_cpus: 2,
             selection: Selection {
                 comms: vec!["postgres".into()],
                 pids: vec![],
@@ -450,6 +492,10 @@ pub(crate) mod tests {
             }],
             dropped_events: [("task_map_full".to_string(), 0)].into_iter().collect(),
             uprobe_errors: 0,
+            preempted_by: vec![PreemptorJson {
+                comm: "pgbench".into(),
+                preemptions: 7,
+            }],
         }
     }
 

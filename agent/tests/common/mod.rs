@@ -16,6 +16,8 @@ pub struct KernelTruth {
     pub voluntary: u64,
     /// Time waiting on a run queue, from schedstat (ns).
     pub run_delay_ns: u64,
+    /// Time on a CPU, from schedstat (ns).
+    pub on_cpu_ns: u64,
 }
 
 pub fn truth(pid: u32) -> KernelTruth {
@@ -29,7 +31,9 @@ pub fn truth(pid: u32) -> KernelTruth {
     };
     let sched = fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat")).expect("schedstat");
     let run_delay_ns = sched.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let on_cpu_ns = sched.split_whitespace().next().unwrap().parse().unwrap();
     KernelTruth {
+        on_cpu_ns,
         nonvoluntary: field("nonvoluntary_ctxt_switches:"),
         voluntary: field("voluntary_ctxt_switches:"),
         run_delay_ns,
@@ -201,6 +205,15 @@ impl Window {
             a_wait as f64,
             k_wait as f64,
             3.0,
+            0.0,
+        );
+        // Time on a CPU: schedstat's first field, which the scheduler
+        // brings up to date before each switch-out.
+        assert_close(
+            &format!("{what} on-CPU ns"),
+            self.delta(counter::ON_CPU_NS) as f64,
+            (k1.on_cpu_ns - k0.on_cpu_ns) as f64,
+            1.0,
             0.0,
         );
         (k_invol, a_wait, k_wait)
