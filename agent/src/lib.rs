@@ -12,6 +12,7 @@ pub mod agent;
 pub mod check;
 pub mod config;
 pub mod daemon;
+pub mod diagnosis;
 pub mod error;
 pub mod kernel;
 pub mod postgres;

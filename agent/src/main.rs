@@ -45,6 +45,12 @@ enum Command {
     /// An on-demand trace session: a live view every second, then a report
     /// (totals, memory, histograms, top lock holders, top spin sites).
     Trace(TraceArgs),
+    /// A short trace session that prints only what it found, ranked: the
+    /// causes that take the time of PostgreSQL processes, their evidence,
+    /// and what to try. Exits 0 when nothing significant was found, 3 when
+    /// something was (1: error, 2: bad usage).
+    #[command(after_help = "Examples:\n  pgpreempt diagnose\n  pgpreempt diagnose --duration 2m --cluster /var/lib/postgresql/15/main\n  pgpreempt diagnose --json > findings.json; echo $?")]
+    Diagnose(DiagnoseArgs),
     /// Compare two `trace --json` reports (e.g. before and after a kernel
     /// upgrade): per second and per involuntary switch, largest change first.
     Diff {
@@ -140,6 +146,27 @@ struct TraceArgs {
     /// view and the text report).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also print the log2 histogram of each wait in the text report.
+    #[arg(long)]
+    verbose: bool,
+    #[command(flatten)]
+    select: SelectArgs,
+    #[command(flatten)]
+    probes: ProbeArgs,
+}
+
+#[derive(clap::Args)]
+struct DiagnoseArgs {
+    /// How long to trace: 30s, 2m, 1h.
+    #[arg(long, value_parser = trace::parse_duration, default_value = "30s")]
+    duration: Duration,
+    /// Only this cluster's processes (its data directory; it must be running).
+    #[arg(long, value_name = "DATADIR")]
+    cluster: Option<PathBuf>,
+    /// Print the diagnosis as JSON (the `findings` of a trace report, with
+    /// the headline).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     select: SelectArgs,
     #[command(flatten)]
@@ -230,8 +257,9 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     match run(cli.command) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+        Ok(Outcome::Yes) => ExitCode::SUCCESS,
+        Ok(Outcome::No) => ExitCode::FAILURE,
+        Ok(Outcome::Found) => ExitCode::from(3),
         Err(e) => {
             // One line, the cause chain joined.
             let msg = format!("{e:#}").replace('\n', " ");
@@ -241,8 +269,27 @@ fn main() -> ExitCode {
     }
 }
 
-/// Ok(false): the command ran and its answer is "no" (check).
-fn run(cmd: Command) -> anyhow::Result<bool> {
+/// How a command that ran ends.
+enum Outcome {
+    /// Exit 0.
+    Yes,
+    /// The answer is "no" (check: tracing cannot work): exit 1.
+    No,
+    /// `diagnose` found something significant: exit 3.
+    Found,
+}
+
+impl From<bool> for Outcome {
+    fn from(ok: bool) -> Outcome {
+        if ok {
+            Outcome::Yes
+        } else {
+            Outcome::No
+        }
+    }
+}
+
+fn run(cmd: Command) -> anyhow::Result<Outcome> {
     match cmd {
         Command::Run(a) => {
             let cfg = Config {
@@ -251,16 +298,49 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
                 per_process: false,
                 ..a.probes.config(a.select)?
             };
-            daemon::run(cfg, a.listen).map(|()| true)
+            daemon::run(cfg, a.listen).map(|()| Outcome::Yes)
         }
-        Command::Check { json } => check::run(json),
+        Command::Check { json } => check::run(json).map(Outcome::from),
         Command::Trace(a) => trace::run(TraceOptions {
             config: a.probes.config(a.select)?,
             duration: a.duration,
             cluster: a.cluster,
             json: a.json,
+            verbose: a.verbose,
         })
-        .map(|()| true),
+        .map(|()| Outcome::Yes),
+        Command::Diagnose(a) => {
+            let opts = TraceOptions {
+                config: a.probes.config(a.select)?,
+                duration: Some(a.duration),
+                cluster: a.cluster,
+                json: None,
+                verbose: false,
+            };
+            eprintln!(
+                "pgpreempt diagnose: tracing for {} ...",
+                humantime::format_duration(a.duration)
+            );
+            let report = trace::record(&opts, false)?;
+            let d = pgpreempt::diagnosis::diagnose(&report);
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&d).context("printing the diagnosis")?
+                );
+            } else {
+                let what = match &report.selection.cluster {
+                    Some(c) => format!("pgpreempt diagnose, cluster {c}"),
+                    None => "pgpreempt diagnose".to_string(),
+                };
+                print!("{}", pgpreempt::diagnosis::render::full(&d, &what));
+            }
+            Ok(if d.significant {
+                Outcome::Found
+            } else {
+                Outcome::Yes
+            })
+        }
         Command::Diff {
             before,
             after,
@@ -282,7 +362,7 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
             } else {
                 print!("{}", diff::render(&d));
             }
-            Ok(true)
+            Ok(Outcome::Yes)
         }
         Command::MapMemory => {
             use check::map_memory::{daemon_config, load_and_measure, markdown, trace_config};
@@ -293,8 +373,8 @@ fn run(cmd: Command) -> anyhow::Result<bool> {
             };
             let (daemon, trace) = (load(daemon_config())?, load(trace_config())?);
             print!("{}", markdown(&daemon, &trace));
-            Ok(true)
+            Ok(Outcome::Yes)
         }
-        Command::Floor { btf } => daemon::floor(btf).map(|()| true),
+        Command::Floor { btf } => daemon::floor(btf).map(|()| Outcome::Yes),
     }
 }

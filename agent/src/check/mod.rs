@@ -5,7 +5,6 @@
 pub mod map_memory;
 pub mod memory;
 pub mod postgres;
-pub mod rseq;
 
 use crate::postgres::shared_memory;
 use std::{
@@ -19,6 +18,7 @@ use crate::{
     kernel::kernel_info::{read_config_at, KernelInfo},
     kernel::map_memory::MapMemoryReport,
     kernel::privileges,
+    kernel::rseq,
 };
 
 /// Tracepoints without which pgpreempt does not start.

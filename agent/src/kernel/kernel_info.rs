@@ -26,10 +26,10 @@ impl KernelInfo {
         let mut k = KernelInfo::read_at(Path::new("/"));
         let config = read_config_at(Path::new("/"), &k.release);
         let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
-        let r = crate::check::rseq::assess(
+        let r = super::rseq::assess(
             config.as_ref().map(|(c, s)| (c.as_str(), s.as_str())),
             &cmdline,
-            crate::check::rseq::probe(),
+            super::rseq::probe(),
         );
         k.rseq_slice = match (r.supported, r.enabled) {
             (Some(false), _) | (_, Some(false)) => Some(false),

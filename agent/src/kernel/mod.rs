@@ -4,6 +4,7 @@
 pub mod kernel_info;
 pub mod map_memory;
 pub mod privileges;
+pub mod rseq;
 pub mod probes;
 pub mod snapshot;
 pub mod task_layout;

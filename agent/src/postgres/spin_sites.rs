@@ -88,6 +88,55 @@ pub fn fold(
     out.into_values().collect()
 }
 
+/// What the spinlock taken at a call site protects, and what to try when
+/// it is contended (PostgreSQL 13-17 function names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meaning {
+    pub protects: &'static str,
+    pub try_: &'static str,
+}
+
+/// The meaning of the spinlock at `site` (a function name).
+pub fn meaning(site: &str) -> Meaning {
+    match site {
+        "StrategyGetBuffer" | "StrategyFreeBuffer" | "StrategySyncStart" | "ClockSweepTick"
+        | "StrategyNotifyBgWriter" => Meaning {
+            protects: "the buffer replacement strategy lock",
+            try_: "Every buffer miss takes this lock: shared_buffers is too small for the working set. Raise shared_buffers (and use huge_pages=on with it); the Linux 7.0 slowdown was page faults taken while holding it.",
+        },
+        "hash_search_with_hash_value" | "get_hash_entry" | "hash_search" | "BufTableLookup"
+        | "BufTableInsert" | "BufTableDelete" => Meaning {
+            protects: "a partitioned shared hash table's freelist (buffer mapping or the lock table)",
+            try_: "Buffer mapping churn (a working set larger than shared_buffers) or many locks taken at once: raise shared_buffers, and keep fewer backends active at once (a connection pooler).",
+        },
+        "ReserveXLogInsertLocation" | "XLogInsertRecord" | "GetXLogInsertRecPtr"
+        | "XLogBytePosToRecPtr" | "XLogFlush" | "XLogBackgroundFlush" | "GetInsertRecPtr"
+        | "XLogSetAsyncXactLSN" | "WALInsertLockAcquire" | "GetFlushRecPtr"
+        | "GetXLogWriteRecPtr" | "XLogWrite" => Meaning {
+            protects: "WAL insertion and flush positions",
+            try_: "Many backends writing WAL at once: fewer concurrent writers (a pooler), batching writes in larger transactions, faster WAL storage; wal_buffers if it is small.",
+        },
+        "LWLockWaitListLock" | "LWLockAcquire" | "LWLockRelease" | "LWLockWaitListUnlock" => {
+            Meaning {
+                protects: "an LWLock's wait list",
+                try_: "A hot LWLock: pg_stat_activity's wait_event names it; fewer backends active at once (a connection pooler) shortens its queue.",
+            }
+        }
+        "LockBufHdr" | "WaitBufHdrUnlocked" | "PinBuffer" | "UnpinBuffer" => Meaning {
+            protects: "a buffer header",
+            try_: "Many backends on the same hot page (an index root, a small table): spread the hot rows, or keep fewer backends active at once.",
+        },
+        "ProcArrayAdd" | "ProcArrayRemove" | "ProcKill" | "InitProcess" => Meaning {
+            protects: "the process array and free PGPROC list (backend start and exit)",
+            try_: "Connection churn: every connection starts and ends a backend; use a connection pooler.",
+        },
+        _ => Meaning {
+            protects: "a PostgreSQL spinlock",
+            try_: "Look the function up in the PostgreSQL source to see what the spinlock protects; fewer backends active at once (a connection pooler) shortens every spinlock queue.",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,7 +248,7 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
         }
     }
 
-    Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         pgpreempt_version: env!("CARGO_PKG_VERSION").to_string(),
         started_at: info.started_at.clone(),
@@ -274,7 +274,10 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
             .collect(),
         uprobe_errors: s.snapshot.uprobe_errors,
         preempted_by: preempted_by(&s.snapshot.preemptors, &info.filter),
-    }
+        findings: vec![],
+    };
+    report.findings = crate::diagnosis::diagnose(&report).findings;
+    report
 }
 
 /// Preemptors of the selected clusters, by name, most first.

@@ -101,6 +101,13 @@ pub fn lines(
             Style::Plain,
             format!("{}  Ctrl-C stops", countdown(info.elapsed, info.duration)),
         ),
+        (
+            Style::Title,
+            match r.findings.first().filter(|f| f.significant) {
+                Some(f) => format!("top finding: {}", f.headline),
+                None => "no significant finding so far".to_string(),
+            },
+        ),
     ];
     let t = &r.totals;
     out.push((
@@ -414,10 +421,11 @@ mod tests {
             ..info
         };
         let first = lines(&r, &early, 300, 100, &title);
+        assert_eq!(first[2].1, "no significant finding so far");
         assert!(
-            first[2].1.contains("- invol/s, preempted -% of a CPU"),
+            first[3].1.contains("- invol/s, preempted -% of a CPU"),
             "{}",
-            first[2].1
+            first[3].1
         );
         let capped = FrameInfo {
             max_process_rows: 2,

@@ -22,7 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     agent::Agent, config::Config, postgres::backend_type::parse_title, postgres::processes::ProcFs,
-    trace::report_json::Selection,
+    trace::report_json::{Report, Selection},
 };
 
 /// What `pgpreempt trace` was asked to do.
@@ -38,6 +38,8 @@ pub struct TraceOptions {
     /// Where to write the JSON report (`-`: standard output, instead of the
     /// text report).
     pub json: Option<PathBuf>,
+    /// The log2 histograms in the text report.
+    pub verbose: bool,
 }
 
 /// Bad `trace` input, found before anything is loaded.
@@ -85,18 +87,36 @@ pub fn resolve_cluster(dir: &Path, procfs: &ProcFs) -> Result<String, TraceError
 
 /// Runs a session to its end and prints (and writes) the report.
 pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
-    let procfs = ProcFs::default();
-    let cluster = opts
-        .cluster
-        .as_deref()
-        .map(|d| resolve_cluster(d, &procfs))
-        .transpose()?;
     // The report file must be writable before anything is loaded.
     let json_out = match opts.json.as_deref() {
         Some(p) if p != Path::new("-") => Some(JsonFile::open(p)?),
         _ => None,
     };
     let json_stdout = opts.json.as_deref() == Some(Path::new("-"));
+    // JSON on standard output replaces the view and the text report.
+    let report = record(&opts, !json_stdout)?;
+    if json_stdout {
+        println!("{}", report.to_json());
+        return Ok(());
+    }
+    print!("{}", report::render(&report, opts.verbose));
+    if let Some(f) = json_out {
+        let shown = f.path.display().to_string();
+        f.write(&report.to_json())?;
+        println!("\nreport written to {shown}");
+    }
+    Ok(())
+}
+
+/// Runs a session to its end (showing the live view if `live`) and
+/// returns its report, with everything detached.
+pub fn record(opts: &TraceOptions, live: bool) -> anyhow::Result<Report> {
+    let procfs = ProcFs::default();
+    let cluster = opts
+        .cluster
+        .as_deref()
+        .map(|d| resolve_cluster(d, &procfs))
+        .transpose()?;
 
     let cfg = Config {
         per_process: true,
@@ -137,8 +157,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
         },
     };
 
-    // JSON on standard output replaces the view and the text report.
-    let mut view = (!json_stdout).then(live_view::Output::detect);
+    let mut view = live.then(live_view::Output::detect);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -200,17 +219,7 @@ pub fn run(opts: TraceOptions) -> anyhow::Result<()> {
     // Detach everything before printing.
     drop(agent);
     drop(view);
-    if json_stdout {
-        println!("{}", report.to_json());
-        return Ok(());
-    }
-    print!("{}", report::render(&report));
-    if let Some(f) = json_out {
-        let shown = f.path.display().to_string();
-        f.write(&report.to_json())?;
-        println!("\nreport written to {shown}");
-    }
-    Ok(())
+    Ok(report)
 }
 
 /// The activity in a process's title now.

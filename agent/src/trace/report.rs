@@ -5,7 +5,11 @@ use std::fmt::Write;
 use crate::{
     trace::report_json::{Figures, ProcessJson, Report},
     trace::text_histogram,
-    trace::text_table::{num, secs, Align, Table},
+    diagnosis::{
+        self,
+        units::{pct, per_sec_time},
+    },
+    trace::text_table::{num, per_second, secs, Align, Table},
 };
 
 /// Rows in the "top" tables.
@@ -31,61 +35,80 @@ pub fn top_lock_holders(r: &Report, n: usize) -> Vec<&ProcessJson> {
     v
 }
 
-fn totals_lines(f: &Figures, d: f64, out: &mut String) {
-    let per_s = |v: f64| num(v / d);
+/// The session's figures in one set of terms: time per second of session
+/// (a share of one CPU, `12.5 ms/s`) with its share of the processes'
+/// active time, and counts per second.
+fn totals_lines(f: &Figures, d: f64, cpus: u32, out: &mut String) {
+    let rate = |v: f64| per_sec_time(v / d);
+    let count = |v: u64| per_second(v as f64 / d);
+    let active = f.active_seconds();
+    let of_active = |v: f64| {
+        if active > 0.0 {
+            pct(v / active)
+        } else {
+            "-".into()
+        }
+    };
     let _ = writeln!(
         out,
-        "  context switches      {} involuntary ({}/s), {} voluntary ({}/s)",
-        f.involuntary_switches,
-        per_s(f.involuntary_switches as f64),
-        f.voluntary_switches,
-        per_s(f.voluntary_switches as f64)
+        "  active                {} on {cpus} CPUs: on a CPU, waiting for one, or waiting for a lock (the shares below are of it)",
+        rate(active)
     );
     let _ = writeln!(
         out,
-        "  preempted             {} on run queues after {} preemptions ({:.1}% of one CPU)",
-        secs(f.preempted_seconds),
-        f.preemptions,
-        100.0 * f.preempted_seconds / d
+        "  on a CPU              {} ({})",
+        rate(f.on_cpu_seconds),
+        of_active(f.on_cpu_seconds)
     );
     let _ = writeln!(
         out,
-        "  wakeup latency        {} over {} wakeups (mean {})",
-        secs(f.wakeup_latency_seconds),
-        f.wakeups,
+        "  waiting for a CPU     {} ({}): {} after {} preemptions, {} after {} wakeups (mean {})",
+        rate(f.run_queue_seconds()),
+        of_active(f.run_queue_seconds()),
+        rate(f.preempted_seconds),
+        count(f.preemptions),
+        rate(f.wakeup_latency_seconds),
+        count(f.wakeups),
         mean(f.wakeup_latency_seconds, f.wakeups)
     );
     let _ = writeln!(
         out,
-        "  futex (lock) waits    {} waits, {} blocked; {} wakes",
-        f.futex_waits,
-        secs(f.futex_wait_seconds),
-        f.futex_wakes
+        "  waiting for locks     {} ({}) in {} futex waits; {} wakes",
+        rate(f.futex_wait_seconds),
+        of_active(f.futex_wait_seconds),
+        count(f.futex_waits),
+        count(f.futex_wakes)
     );
     let share = if f.futex_wait_seconds > 0.0 {
         format!(
-            ", {:.1}% of all futex waiting",
-            100.0 * f.waiter_delay_seconds / f.futex_wait_seconds
+            " ({} of lock waiting)",
+            pct(f.waiter_delay_seconds / f.futex_wait_seconds)
         )
     } else {
         String::new()
     };
     let _ = writeln!(
         out,
-        "  lock holders          {} preempted while others waited ({}/s), {} preempted; waiting they caused: {}{}",
-        f.holder_preemptions,
-        per_s(f.holder_preemptions as f64),
-        secs(f.holder_preempted_seconds),
-        secs(f.waiter_delay_seconds),
+        "  lock holders          {} preempted while others waited, {} off the CPU; waiting they caused {}{}",
+        count(f.holder_preemptions),
+        rate(f.holder_preempted_seconds),
+        rate(f.waiter_delay_seconds),
         share
     );
     let _ = writeln!(
         out,
-        "  spinlocks (s_lock)    {} contended acquisitions, {} spinning, {} sleeps, {} spinner preemptions",
-        f.spins,
-        secs(f.spin_seconds),
-        f.spin_delays,
-        f.spinner_preemptions
+        "  spinlocks (s_lock)    {} ({}) in {} contended acquisitions, {} sleeps, {} spinner preemptions",
+        rate(f.spin_seconds),
+        of_active(f.spin_seconds),
+        count(f.spins),
+        count(f.spin_delays),
+        count(f.spinner_preemptions)
+    );
+    let _ = writeln!(
+        out,
+        "  context switches      {} involuntary, {} voluntary",
+        count(f.involuntary_switches),
+        count(f.voluntary_switches)
     );
 }
 
@@ -103,8 +126,9 @@ fn p99(h: Option<&crate::trace::report_json::HistogramJson>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The whole report as text.
-pub fn render(r: &Report) -> String {
+/// The whole report as text: the diagnosis first, then the figures; the
+/// log2 histograms with `verbose` only.
+pub fn render(r: &Report, verbose: bool) -> String {
     let d = r.duration_seconds.max(1e-9);
     let mut out = String::new();
     let _ = writeln!(
@@ -142,12 +166,32 @@ pub fn render(r: &Report) -> String {
         .count();
     let _ = writeln!(
         out,
-        "{} processes ({} started and {} exited during the session)\n\ntotals",
+        "{} processes ({} started and {} exited during the session)",
         r.processes.len(),
         started,
         exited
     );
-    totals_lines(&r.totals, d, &mut out);
+    // The diagnosis: the headline, then the findings.
+    let diag = diagnosis::diagnose(r);
+    out.push('\n');
+    out.push_str(&diagnosis::render::headline(&diag));
+    out.push_str("\nfindings\n");
+    out.push_str(&diagnosis::render::findings(&diag));
+    let _ = writeln!(
+        out,
+        "\nfigures (per second of session; shares of the active time)"
+    );
+    totals_lines(&r.totals, d, r.online_cpus, &mut out);
+    if !r.preempted_by.is_empty() {
+        let total: u64 = r.preempted_by.iter().map(|p| p.preemptions).sum();
+        let names: Vec<String> = r
+            .preempted_by
+            .iter()
+            .take(6)
+            .map(|p| format!("{} {}", p.comm, pct(p.preemptions as f64 / total.max(1) as f64)))
+            .collect();
+        let _ = writeln!(out, "  preempted by          {}", names.join(", "));
+    }
     out.push_str("\nmemory\n");
     for l in crate::trace::memory_block::report_lines(r) {
         out.push_str(&l);
@@ -190,10 +234,14 @@ pub fn render(r: &Report) -> String {
     }
     let _ = write!(out, "\nby backend type\n{}", t.render());
 
-    out.push_str("\nhistograms (log2 buckets, over the session)\n");
-    for h in &r.histograms {
-        out.push('\n');
-        out.push_str(&text_histogram::draw(h));
+    if verbose {
+        out.push_str("\nhistograms (log2 buckets, over the session)\n");
+        for h in &r.histograms {
+            out.push('\n');
+            out.push_str(&text_histogram::draw(h));
+        }
+    } else if !r.histograms.is_empty() {
+        out.push_str("\n(log2 histograms of each wait: --verbose)\n");
     }
 
     let holders = top_lock_holders(r, TOP);
@@ -304,7 +352,7 @@ mod tests {
         other.figures.holder_preempted_seconds = 100.0;
         other.exited_during_session = true;
         r.processes.push(other);
-        let text = render(&r);
+        let text = render(&r, true);
         for want in [
             "pgpreempt trace: 10.0 s from 2026-11-24T05:00:00Z, Linux 6.18.0 (preemption model none",
             "cluster /data: PostgreSQL 15, postmaster 10, 1 processes traced",
@@ -324,11 +372,12 @@ mod tests {
         assert_eq!(holders[1].pid, 11);
         assert!(!text.contains("warning: events"));
         r.dropped_events.insert("switch_in_missed".into(), 2);
-        let text = render(&r);
+        let text = render(&r, false);
         assert!(!text.contains("warning: events"), "{text}");
+        assert!(!text.contains("observations"), "histograms only with --verbose");
         assert!(text.contains("did not run the programs for: switch_in_missed 2"));
         r.dropped_events.insert("task_map_full".into(), 3);
-        let text = render(&r);
+        let text = render(&r, false);
         assert!(
             text.contains("could not record: task_map_full 3 (figures"),
             "{text}"

@@ -42,6 +42,11 @@ pub struct Report {
     /// `kworker`), most first.
     #[serde(default)]
     pub preempted_by: Vec<PreemptorJson>,
+    /// The diagnosis of the session (README, "Diagnosing an incident"):
+    /// significant findings by share, then context. Empty in reports
+    /// written before it was added.
+    #[serde(default)]
+    pub findings: Vec<crate::diagnosis::Finding>,
 }
 
 /// The tasks of one command name that took the CPU from selected processes.
@@ -496,6 +501,7 @@ pub(crate) mod tests {
                 comm: "pgbench".into(),
                 preemptions: 7,
             }],
+            findings: vec![],
         }
     }
 

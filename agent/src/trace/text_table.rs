@@ -116,7 +116,9 @@ pub fn num(v: f64) -> String {
     } else if a >= 0.01 {
         format!("{v:.2}")
     } else {
-        format!("{v:.2e}")
+        // Two significant digits, never scientific notation.
+        let decimals = ((-a.log10()).ceil() as usize + 1).min(12);
+        format!("{v:.decimals$}")
     }
 }
 
@@ -187,7 +189,9 @@ mod tests {
         assert_eq!(num(1234.4), "1234");
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(0.5), "0.50");
-        assert_eq!(num(0.001), "1.00e-3");
+        assert_eq!(num(0.001), "0.0010");
+        assert_eq!(num(0.000_928), "0.00093");
+        assert_eq!(num(-0.005), "-0.0050");
         assert_eq!(count(0), "0");
         assert_eq!(count(999), "999");
         assert_eq!(count(1234), "1,234");

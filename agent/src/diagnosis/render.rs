@@ -1,0 +1,110 @@
+//! The diagnosis as text: the headline, then each finding with its
+//! statement, what it was measured against, and what to try.
+use std::fmt::Write;
+
+use super::{thresholds as t, units::pct, Cause, Diagnosis, Finding, Sizing};
+
+/// The headline lines, one per line.
+pub fn headline(d: &Diagnosis) -> String {
+    let mut out = String::new();
+    for h in &d.headline {
+        let _ = writeln!(out, "{h}");
+    }
+    out
+}
+
+/// The findings, numbered, with their evidence line and what to try.
+pub fn findings(d: &Diagnosis) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for f in &d.findings {
+        match f.cause {
+            Cause::PreemptionModel | Cause::NothingSignificant => {
+                let _ = writeln!(out, "{}: {}", f.cause.name(), f.statement);
+                for t in &f.try_ {
+                    let _ = writeln!(out, "  try: {t}");
+                }
+            }
+            _ => {
+                n += 1;
+                finding(&mut out, n, f);
+            }
+        }
+    }
+    out
+}
+
+fn finding(out: &mut String, n: usize, f: &Finding) {
+    let size = match (f.share, f.sizing) {
+        (Some(s), Sizing::Estimated) => format!("~{} of active time, estimated", pct(s)),
+        (Some(s), _) => format!("{} of active time", pct(s)),
+        (None, _) => String::new(),
+    };
+    let alert = if f.above_alert_level {
+        ", above its alert level"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "{n}. {} ({size}{alert})", f.cause.name());
+    let _ = writeln!(out, "   {}", f.statement);
+    let _ = writeln!(out, "   measured against: {}", against(f.cause));
+    for t in &f.try_ {
+        let _ = writeln!(out, "   try: {t}");
+    }
+    let _ = writeln!(out, "   more: {}", f.readme);
+}
+
+/// The thresholds a cause is judged by, in words.
+fn against(c: Cause) -> String {
+    match c {
+        Cause::CpuSaturation => format!(
+            "a finding from {} of active time in run queues, alert from {}",
+            pct(t::CPU_SATURATION_SHARE),
+            pct(t::CPU_SATURATION_ALERT_SHARE)
+        ),
+        Cause::LockHolderPreemption => format!(
+            "a finding from {} of lock waiting and {}, alert from {} and {}",
+            pct(t::HOLDER_PREEMPTION_SHARE_OF_LOCK_WAIT),
+            super::units::per_sec_time(t::HOLDER_PREEMPTION_MIN_SECONDS_PER_SECOND),
+            pct(t::HOLDER_PREEMPTION_ALERT_SHARE_OF_LOCK_WAIT),
+            super::units::per_sec_time(t::HOLDER_PREEMPTION_ALERT_SECONDS_PER_SECOND)
+        ),
+        Cause::SpinlockContention => format!(
+            "a finding from {} of active time in s_lock, alert from {} at one site",
+            pct(t::SPIN_SHARE),
+            super::units::per_sec_time(t::SPIN_SITE_ALERT_SECONDS_PER_SECOND)
+        ),
+        Cause::SharedMemory4kPages => format!(
+            "a finding from {} faults on shared memory without huge pages and ~{} of active time (at {} µs a fault), alert from {}",
+            crate::trace::text_table::per_second(t::MAIN_SHARED_FAULTS_PER_SECOND),
+            pct(t::MAIN_SHARED_FAULTS_SHARE),
+            t::MINOR_FAULT_SECONDS * 1e6,
+            crate::trace::text_table::per_second(t::MAIN_SHARED_FAULTS_PER_SECOND)
+        ),
+        Cause::MemoryStalls => format!(
+            "a finding from {} of active time and {}, alert from {}",
+            pct(t::MEMORY_STALL_SHARE),
+            super::units::per_sec_time(t::MEMORY_STALL_MIN_SECONDS_PER_SECOND),
+            pct(t::MEMORY_STALL_ALERT_SHARE)
+        ),
+        Cause::PreemptionModel | Cause::NothingSignificant => String::new(),
+    }
+}
+
+/// Everything `pgpreempt diagnose` prints: a line on what was looked at,
+/// the headline, and the findings.
+pub fn full(d: &Diagnosis, what: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{what}: {:.0} s on {} CPUs; PostgreSQL processes active {} (on a CPU, waiting for one, or for a lock)",
+        d.duration_seconds,
+        d.online_cpus,
+        super::units::per_sec_time(d.active_seconds_per_second)
+    );
+    let _ = writeln!(out);
+    out.push_str(&headline(d));
+    let _ = writeln!(out);
+    out.push_str(&findings(d));
+    out
+}
