@@ -49,7 +49,9 @@ enum Command {
     /// causes that take the time of PostgreSQL processes, their evidence,
     /// and what to try. Exits 0 when nothing significant was found, 3 when
     /// something was (1: error, 2: bad usage).
-    #[command(after_help = "Examples:\n  pgpreempt diagnose\n  pgpreempt diagnose --duration 2m --cluster /var/lib/postgresql/15/main\n  pgpreempt diagnose --json > findings.json; echo $?")]
+    #[command(
+        after_help = "Examples:\n  pgpreempt diagnose\n  pgpreempt diagnose --duration 2m --cluster /var/lib/postgresql/15/main\n  pgpreempt diagnose --json > findings.json; echo $?"
+    )]
     Diagnose(DiagnoseArgs),
     /// Compare two `trace --json` reports (e.g. before and after a kernel
     /// upgrade): per second and per involuntary switch, largest change first.

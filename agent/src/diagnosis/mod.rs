@@ -24,8 +24,8 @@ use crate::trace::report_json::{Figures, Report};
 use thresholds as t;
 use units::{pct, per_sec_time};
 
-/// Where each cause is explained (the README section's anchor).
-pub const README: &str = "https://github.com/pgpreempt/pgpreempt#diagnosing-an-incident";
+/// Where each cause is explained: a section of the repository's README.
+pub const README: &str = "README.md";
 
 /// The causes the diagnosis knows, in the order ties are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,7 +272,11 @@ fn cpu_saturation(x: &Rates) -> Option<Finding> {
     o.headline = format!(
         "CPU saturation: PostgreSQL processes waited for a CPU {} of their active time, {}",
         pct(share),
-        against(share, t::CPU_SATURATION_ALERT_SHARE, pct(t::CPU_SATURATION_ALERT_SHARE))
+        against(
+            share,
+            t::CPU_SATURATION_ALERT_SHARE,
+            pct(t::CPU_SATURATION_ALERT_SHARE)
+        )
     );
     o.statement = format!(
         "PostgreSQL processes spent {} of their active time waiting for a CPU ({}: {} after being preempted, {} after waking up); {:.1} of them wanted a CPU on average, on {} CPUs; preempted by {}.",
@@ -364,7 +368,10 @@ fn lock_holder_preemption(x: &Rates) -> Option<Finding> {
         waiters
     );
     o.evidence = BTreeMap::from([
-        ("waiter_delay_seconds_per_second".into(), json!(x.per_s(delay))),
+        (
+            "waiter_delay_seconds_per_second".into(),
+            json!(x.per_s(delay)),
+        ),
         (
             "lock_wait_seconds_per_second".into(),
             json!(x.per_s(f.futex_wait_seconds)),
@@ -466,7 +473,11 @@ fn spinlock_contention(x: &Rates) -> Option<Finding> {
     let where_ = match &top {
         Some((name, s, m)) => format!(
             ", {} of it at {name} ({})",
-            pct(if site_total > 0.0 { s / site_total } else { 0.0 }),
+            pct(if site_total > 0.0 {
+                s / site_total
+            } else {
+                0.0
+            }),
             m.protects
         ),
         None => String::new(),
@@ -478,7 +489,10 @@ fn spinlock_contention(x: &Rates) -> Option<Finding> {
         against(
             top_site_rate,
             t::SPIN_SITE_ALERT_SECONDS_PER_SECOND,
-            format!("{} per site", per_sec_time(t::SPIN_SITE_ALERT_SECONDS_PER_SECOND))
+            format!(
+                "{} per site",
+                per_sec_time(t::SPIN_SITE_ALERT_SECONDS_PER_SECOND)
+            )
         )
     );
     o.statement = format!(
@@ -543,13 +557,12 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
         if sm.huge_pages == "on" {
             continue;
         }
-        let n: u64 = x
-            .r
-            .backend_types
-            .iter()
-            .filter(|b| b.cluster == c.cluster)
-            .map(|b| b.figures.page_faults_main_shared)
-            .sum();
+        let n: u64 =
+            x.r.backend_types
+                .iter()
+                .filter(|b| b.cluster == c.cluster)
+                .map(|b| b.figures.page_faults_main_shared)
+                .sum();
         faults_small += n;
         if worst.as_ref().is_none_or(|w| n > w.2) {
             worst = Some((
@@ -570,7 +583,8 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
     let est = faults_small as f64 * t::MINOR_FAULT_SECONDS;
     let share = x.share(est);
     let mut o = finding(Cause::SharedMemory4kPages, Some(share), Sizing::Estimated);
-    o.significant = rate >= t::MAIN_SHARED_FAULTS_PER_SECOND && share >= t::MAIN_SHARED_FAULTS_SHARE;
+    o.significant =
+        rate >= t::MAIN_SHARED_FAULTS_PER_SECOND && share >= t::MAIN_SHARED_FAULTS_SHARE;
     o.above_alert_level = rate >= t::MAIN_SHARED_FAULTS_PER_SECOND;
     let huge_needed = size.div_ceil(2 << 20);
     o.headline = format!(
@@ -672,7 +686,11 @@ fn memory_stalls(x: &Rates) -> Option<Finding> {
         "Memory stalls: {} of active time ({}), {}",
         pct(share),
         sorted.first().map_or("none", |k| k.0),
-        against(share, t::MEMORY_STALL_ALERT_SHARE, pct(t::MEMORY_STALL_ALERT_SHARE))
+        against(
+            share,
+            t::MEMORY_STALL_ALERT_SHARE,
+            pct(t::MEMORY_STALL_ALERT_SHARE)
+        )
     );
     o.statement = format!(
         "Backends stalled on memory {} ({} of active time): {}; NUMA balancing moved them {} and migrated {} pages.",
@@ -722,7 +740,12 @@ fn memory_stalls(x: &Rates) -> Option<Finding> {
 fn preemption_model(x: &Rates, found: &[Finding]) -> Finding {
     let k = &x.r.kernel;
     let mut o = finding(Cause::PreemptionModel, None, Sizing::None);
-    let changes = |c: Cause| matches!(c, Cause::CpuSaturation | Cause::LockHolderPreemption | Cause::SpinlockContention);
+    let changes = |c: Cause| {
+        matches!(
+            c,
+            Cause::CpuSaturation | Cause::LockHolderPreemption | Cause::SpinlockContention
+        )
+    };
     let related: Vec<&str> = found
         .iter()
         .filter(|f| f.significant && changes(f.cause))
@@ -795,7 +818,10 @@ fn nothing_significant(x: &Rates, busy_enough: bool) -> Finding {
     o.headline = o.statement.clone();
     o.evidence = BTreeMap::from([
         ("active_seconds_per_second".into(), json!(active)),
-        ("on_cpu_seconds_per_second".into(), json!(x.per_s(f.on_cpu_seconds))),
+        (
+            "on_cpu_seconds_per_second".into(),
+            json!(x.per_s(f.on_cpu_seconds)),
+        ),
         (
             "run_queue_share".into(),
             json!(x.share(f.run_queue_seconds())),
@@ -876,9 +902,17 @@ mod tests {
             vec![Cause::NothingSignificant, Cause::PreemptionModel]
         );
         assert_eq!(d.headline.len(), 1);
-        assert!(d.headline[0].starts_with("Nothing significant"), "{:?}", d.headline);
+        assert!(
+            d.headline[0].starts_with("Nothing significant"),
+            "{:?}",
+            d.headline
+        );
         // With the figures, not a list of small numbers.
-        assert!(d.headline[0].contains("waiting for a CPU 3%"), "{}", d.headline[0]);
+        assert!(
+            d.headline[0].contains("waiting for a CPU 3%"),
+            "{}",
+            d.headline[0]
+        );
     }
 
     #[test]
@@ -891,7 +925,11 @@ mod tests {
         };
         let d = diagnose(&session(f));
         assert!(!d.significant);
-        assert!(d.headline[0].contains("shares are noise"), "{:?}", d.headline);
+        assert!(
+            d.headline[0].contains("shares are noise"),
+            "{:?}",
+            d.headline
+        );
     }
 
     #[test]
@@ -909,19 +947,36 @@ mod tests {
         assert!((top.share.unwrap() - 5.0 / 15.5).abs() < 1e-9);
         assert!(top.above_alert_level);
         assert!(
-            top.statement.contains("preempted by pgbench 60%, postgres 35%, kworker 5%"),
+            top.statement
+                .contains("preempted by pgbench 60%, postgres 35%, kworker 5%"),
             "{}",
             top.statement
         );
         assert!(top.statement.contains("on 2 CPUs"), "{}", top.statement);
-        assert!(top.headline.contains("above the 25% alert level"), "{}", top.headline);
-        assert!(top.try_.iter().any(|t| t.contains("pgbench took the CPU in 60%")));
+        assert!(
+            top.headline.contains("above the 25% alert level"),
+            "{}",
+            top.headline
+        );
+        assert!(top
+            .try_
+            .iter()
+            .any(|t| t.contains("pgbench took the CPU in 60%")));
         // 1.5 processes wanted a CPU on 2: no "fewer than the CPUs" advice.
-        assert!(top.try_[0].starts_with("Fewer active connections"), "{:?}", top.try_);
+        assert!(
+            top.try_[0].starts_with("Fewer active connections"),
+            "{:?}",
+            top.try_
+        );
         // The preemption model says this is its kind.
         let m = d.findings.last().unwrap();
         assert_eq!(m.cause, Cause::PreemptionModel);
-        assert!(m.statement.contains("CPU saturation is the kind it changes"), "{}", m.statement);
+        assert!(
+            m.statement
+                .contains("CPU saturation is the kind it changes"),
+            "{}",
+            m.statement
+        );
     }
 
     #[test]
@@ -946,14 +1001,22 @@ mod tests {
             .expect("a finding");
         assert!(lhp.significant && !lhp.above_alert_level);
         assert!(
-            lhp.headline.starts_with("Lock-holder preemption caused 12% of lock waiting")
+            lhp.headline
+                .starts_with("Lock-holder preemption caused 12% of lock waiting")
                 && lhp.headline.ends_with("below the 20% alert level"),
             "{}",
             lhp.headline
         );
         assert!(lhp.try_.iter().any(|t| t.contains("preempt=voluntary")));
-        assert!(lhp.try_.iter().any(|t| t.contains("RSEQ time-slice extension")));
-        assert!(lhp.statement.contains("holders: client backend 100%"), "{}", lhp.statement);
+        assert!(lhp
+            .try_
+            .iter()
+            .any(|t| t.contains("RSEQ time-slice extension")));
+        assert!(
+            lhp.statement.contains("holders: client backend 100%"),
+            "{}",
+            lhp.statement
+        );
         // Under 10% of lock waiting: no finding.
         let f = Figures {
             futex_wait_seconds: 5.0,
@@ -985,7 +1048,8 @@ mod tests {
         let top = d.top().unwrap();
         assert_eq!(top.cause, Cause::SpinlockContention);
         assert!(
-            top.statement.contains("80% of it at StrategyGetBuffer (the buffer replacement strategy lock)"),
+            top.statement
+                .contains("80% of it at StrategyGetBuffer (the buffer replacement strategy lock)"),
             "{}",
             top.statement
         );
@@ -1011,8 +1075,14 @@ mod tests {
         assert_eq!(x.sizing, Sizing::Estimated);
         // 40,000/s x 1 µs = 0.04 s/s of 1.08 s/s active.
         assert!((x.share.unwrap() - 0.4 / 10.8).abs() < 1e-9);
-        assert!(x.statement.contains("40,000/s page faults"), "{}", x.statement);
-        assert!(x.try_[0].contains("huge_pages = on") && x.try_[0].contains("vm.nr_hugepages = 76"));
+        assert!(
+            x.statement.contains("40,000/s page faults"),
+            "{}",
+            x.statement
+        );
+        assert!(
+            x.try_[0].contains("huge_pages = on") && x.try_[0].contains("vm.nr_hugepages = 76")
+        );
         let text = render::findings(&d);
         assert!(text.contains("estimated"), "{text}");
         // The same faults on huge pages are no finding.
@@ -1032,7 +1102,11 @@ mod tests {
         let d = diagnose(&session(f));
         let top = d.top().unwrap();
         assert_eq!(top.cause, Cause::MemoryStalls);
-        assert!(top.headline.contains("memory cgroup reclaim"), "{}", top.headline);
+        assert!(
+            top.headline.contains("memory cgroup reclaim"),
+            "{}",
+            top.headline
+        );
         assert!(top.try_[0].contains("memory.max"));
         assert!(top.above_alert_level);
     }

@@ -4,8 +4,8 @@
 pub mod kernel_info;
 pub mod map_memory;
 pub mod privileges;
-pub mod rseq;
 pub mod probes;
+pub mod rseq;
 pub mod snapshot;
 pub mod task_layout;
 pub mod task_seeds;

@@ -21,7 +21,10 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    agent::Agent, config::Config, postgres::backend_type::parse_title, postgres::processes::ProcFs,
+    agent::Agent,
+    config::Config,
+    postgres::backend_type::parse_title,
+    postgres::processes::ProcFs,
     trace::report_json::{Report, Selection},
 };
 

@@ -3,12 +3,12 @@
 use std::fmt::Write;
 
 use crate::{
-    trace::report_json::{Figures, ProcessJson, Report},
-    trace::text_histogram,
     diagnosis::{
         self,
         units::{pct, per_sec_time},
     },
+    trace::report_json::{Figures, ProcessJson, Report},
+    trace::text_histogram,
     trace::text_table::{num, per_second, secs, Align, Table},
 };
 
@@ -188,7 +188,13 @@ pub fn render(r: &Report, verbose: bool) -> String {
             .preempted_by
             .iter()
             .take(6)
-            .map(|p| format!("{} {}", p.comm, pct(p.preemptions as f64 / total.max(1) as f64)))
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p.comm,
+                    pct(p.preemptions as f64 / total.max(1) as f64)
+                )
+            })
             .collect();
         let _ = writeln!(out, "  preempted by          {}", names.join(", "));
     }
@@ -374,7 +380,10 @@ mod tests {
         r.dropped_events.insert("switch_in_missed".into(), 2);
         let text = render(&r, false);
         assert!(!text.contains("warning: events"), "{text}");
-        assert!(!text.contains("observations"), "histograms only with --verbose");
+        assert!(
+            !text.contains("observations"),
+            "histograms only with --verbose"
+        );
         assert!(text.contains("did not run the programs for: switch_in_missed 2"));
         r.dropped_events.insert("task_map_full".into(), 3);
         let text = render(&r, false);
