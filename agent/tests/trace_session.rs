@@ -550,7 +550,7 @@ fn the_live_view_in_a_terminal() {
         );
     };
     assert!(
-        report.contains("pgpreempt trace: ") && report.contains("totals"),
+        report.contains("pgpreempt trace: ") && report.contains("figures (per second of session"),
         "no final report after Ctrl-C:\n{report}"
     );
     assert!(
