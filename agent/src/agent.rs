@@ -413,13 +413,7 @@ impl Agent {
                 }
             };
             names.insert(key, name.clone());
-            let cluster = self
-                .tracker
-                .groups
-                .cluster_name(key.cluster)
-                .unwrap_or(crate::postgres::groups::UNASSIGNED_CLUSTER)
-                .to_string();
-            raw.push((cluster, name, per_cpu));
+            raw.push((self.cluster_label(key.cluster), name, per_cpu));
         }
         let mut labels = self.site_labels.lock().unwrap_or_else(|p| p.into_inner());
         crate::postgres::spin_sites::fold(&mut labels, raw)
@@ -524,6 +518,15 @@ impl Agent {
             .find_map(|t| crate::postgres::spin_sites::read_name_from(t.tgid, key.func))
     }
 
+    /// The label of a kernel cluster id (`unassigned` if unknown).
+    fn cluster_label(&self, id: u32) -> String {
+        self.tracker
+            .groups
+            .cluster_name(id)
+            .unwrap_or(crate::postgres::groups::UNASSIGNED_CLUSTER)
+            .to_string()
+    }
+
     /// Who took the CPU from traced processes, per cluster and name.
     pub fn preemptors(&self) -> Vec<Preemptor> {
         let keys: Vec<PreemptorKey> = self.maps.preemptors.keys().filter_map(Result::ok).collect();
@@ -535,12 +538,7 @@ impl Agent {
             let (cluster, comm) = if key == PREEMPTOR_OVERFLOW {
                 (String::new(), "(others)".to_string())
             } else {
-                let cluster = self
-                    .tracker
-                    .groups
-                    .cluster_name(key.cluster)
-                    .unwrap_or(crate::postgres::groups::UNASSIGNED_CLUSTER)
-                    .to_string();
+                let cluster = self.cluster_label(key.cluster);
                 let end = key.comm.iter().position(|&b| b == 0).unwrap_or(16);
                 let comm = String::from_utf8_lossy(&key.comm[..end]).into_owned();
                 (cluster, if comm.is_empty() { "?".into() } else { comm })
