@@ -167,6 +167,12 @@ pub struct TaskLayout {
     /// `task_struct.se.sum_exec_runtime` (u64): the task's time on a CPU
     /// (schedstat's first field), brought up to date before `sched_switch`.
     pub sum_exec_runtime: u32,
+    /// `task_struct.group_leader` (a pointer): the process's leader, whose
+    /// `start_time` tells a process from an earlier one with the same pid
+    /// (part of the key of a cached mapping: a reused pid can also get the
+    /// freed `mm` back, with the same lock sequence).
+    pub group_leader: u32,
+    pub _pad: u32,
 }
 
 /// A `TaskLayout` offset this kernel does not have.

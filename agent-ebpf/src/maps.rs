@@ -174,6 +174,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     pagefault_disabled: 0,
     self_exec_id: 0,
     sum_exec_runtime: 0,
+    group_leader: 0,
+    _pad: 0,
 });
 
 /// Which `comm`s are traced.
@@ -279,10 +281,14 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct VmaCache {
-    /// Whose: the process (`tgid`, and which of its programs: the exec
-    /// count), its `mm` and that mm's `mm_lock_seq` when the mapping was
-    /// looked up.
+    /// Whose: the process (`tgid`, its leader's start time, which tells it
+    /// from an earlier process with the same pid, and which of its
+    /// programs: the exec count), its `mm` and that mm's `mm_lock_seq` when
+    /// the mapping was looked up. A process that reuses a dead one's pid
+    /// can get its freed `mm` back at the same address, with the same
+    /// sequence if it took the lock for writing as often.
     pub mm: u64,
+    pub leader_start: u64,
     pub seq: u32,
     pub tgid: u32,
     pub exec_id: u32,

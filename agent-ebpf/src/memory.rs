@@ -203,6 +203,7 @@ fn region(cluster: u32, address: u64) -> Region {
     let caches = unsafe { &mut *caches };
     let tgid = me.tgid();
     let exec_id = me.exec_id();
+    let leader_start = me.group_leader().start_time();
     if seq & 1 == 0 {
         let mut i = 0;
         while i < VMA_CACHE_ENTRIES {
@@ -211,6 +212,7 @@ fn region(cluster: u32, address: u64) -> Region {
                 && c.seq == seq
                 && c.tgid == tgid
                 && c.exec_id == exec_id
+                && c.leader_start == leader_start
                 && address >= c.start
                 && address < c.end
             {
@@ -260,6 +262,7 @@ fn region(cluster: u32, address: u64) -> Region {
         if let Some(c) = caches.e.get_mut(slot) {
             *c = VmaCache {
                 mm,
+                leader_start,
                 seq,
                 tgid,
                 exec_id,

@@ -125,6 +125,12 @@ impl KernelTask {
         KernelTask(self.load::<*const u8>(task_layout!(real_parent)))
     }
 
+    /// The task's process leader (a BTF pointer, like `parent`).
+    #[inline(always)]
+    pub fn group_leader(self) -> Self {
+        KernelTask(self.load::<*const u8>(task_layout!(group_leader)))
+    }
+
     /// The task's `struct mm_struct *` as an address (0 for a kernel thread).
     #[inline(always)]
     pub fn mm(self) -> u64 {

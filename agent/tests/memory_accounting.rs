@@ -277,6 +277,81 @@ fn a_mapping_replaced_at_the_same_address_is_looked_up_again() {
     assert_eq!(shared_got, truth.shared);
 }
 
+/// A process that reuses a dead one's pid can get its freed `mm` back at
+/// the same address, and with the same `mmap_lock` sequence if it took the
+/// lock for writing as often: the dead one's cached mapping must not be
+/// taken for its own. Each round, A maps private memory at a fixed address
+/// and faults it; B, forked at A's pid (`ns_last_pid`, on A's CPU, so that
+/// the slab hands A's `mm` back), maps shared memory there and faults it.
+#[test]
+fn a_reused_pid_does_not_inherit_a_dead_process_cached_mapping() {
+    common::require_root();
+    const AT: usize = 0x5a5a_0000_0000;
+    const N: usize = 32;
+    let agent = common::agent_for("pgpt-reuse");
+    // The test thread forks on CPU 0 and its children fault there.
+    pin_to_cpu(0);
+    let kid = |shared: bool| {
+        fork_child(move || {
+            set_comm(b"pgpt-reuse");
+            let kind = if shared {
+                libc::MAP_SHARED
+            } else {
+                libc::MAP_PRIVATE
+            };
+            let flags = kind | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+            let p = unsafe {
+                libc::mmap(
+                    AT as *mut c_void,
+                    N * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    flags,
+                    -1,
+                    0,
+                )
+            };
+            if p as usize != AT {
+                unsafe { libc::_exit(3) };
+            }
+            touch(p as *mut u8, N, true);
+        })
+    };
+    let ended = |pid: u32| {
+        reap(&[pid]);
+        // Its final switch-out.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let c = counters(&agent, pid);
+        (
+            c.v[counter::FAULTS_PRIVATE],
+            c.v[counter::FAULTS_OTHER_SHARED],
+        )
+    };
+    let mut reused = 0;
+    for round in 0..5 {
+        let a = kid(false);
+        let (pa, sa) = ended(a);
+        // (Its own stack's first touch may add a private fault.)
+        assert!(
+            pa >= N as u64 && sa == 0,
+            "A's faults: {pa} private, {sa} shared"
+        );
+        std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", a - 1)).unwrap();
+        let b = kid(true);
+        let (pb, sb) = ended(b);
+        // The same pid: the same per-process counters, A's included.
+        let (pb, sb) = if b == a { (pb - pa, sb - sa) } else { (pb, sb) };
+        eprintln!("round {round}: A {a}, B {b}: B's private {pb}, shared {sb}");
+        reused += u32::from(b == a);
+        assert_eq!(
+            (pb, sb),
+            (pa - N as u64, N as u64),
+            "B's faults, private and shared (pid {b}, A's {a})"
+        );
+    }
+    // Another process may take the pid now and then, not every time.
+    assert!(reused > 0, "no round reused A's pid");
+}
+
 /// Counters of process `kid` before and after one round: read while it
 /// sleeps at `gate`, then it is let through, and read again once it has
 /// said `done` and sleeps at the gate again.

@@ -112,6 +112,8 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         // and arm64 are little-endian).
         self_exec_id: task(&["self_exec_id"], 8).or_else(|_| task(&["self_exec_id"], 4))?,
         sum_exec_runtime: task(&["se", "sum_exec_runtime"], 8)?,
+        group_leader: task(&["group_leader"], std::mem::size_of::<usize>())?,
+        _pad: 0,
     })
 }
 
