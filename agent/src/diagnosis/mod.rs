@@ -583,8 +583,7 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
     let est = faults_small as f64 * t::MINOR_FAULT_SECONDS;
     let share = x.share(est);
     let mut o = finding(Cause::SharedMemory4kPages, Some(share), Sizing::Estimated);
-    o.significant =
-        rate >= t::MAIN_SHARED_FAULTS_PER_SECOND && share >= t::MAIN_SHARED_FAULTS_SHARE;
+    o.significant = rate >= t::MAIN_SHARED_FAULTS_PER_SECOND;
     o.above_alert_level = rate >= t::MAIN_SHARED_FAULTS_PER_SECOND;
     let huge_needed = size.div_ceil(2 << 20);
     o.headline = format!(
@@ -627,7 +626,6 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
             "threshold_faults_per_second".into(),
             json!(t::MAIN_SHARED_FAULTS_PER_SECOND),
         ),
-        ("threshold_share".into(), json!(t::MAIN_SHARED_FAULTS_SHARE)),
     ]);
     o.try_.push(format!(
         "Set huge_pages = on in postgresql.conf and reserve vm.nr_hugepages = {} or more (the segment is {} MB: {huge_needed} pages of 2 MB, plus a margin), then restart PostgreSQL; pgpreempt check shows the page size afterwards.",
@@ -1085,6 +1083,16 @@ mod tests {
         );
         let text = render::findings(&d);
         assert!(text.contains("estimated"), "{text}");
+        // Called on the count: 1,500/s is a finding however small its
+        // estimated time (0.15%), below 1,000/s none is.
+        let few = |n: u64| {
+            diagnose(&session(Figures {
+                page_faults_main_shared: n,
+                ..healthy()
+            }))
+        };
+        assert_eq!(few(15_000).top().unwrap().cause, Cause::SharedMemory4kPages);
+        assert!(!few(9_000).significant);
         // The same faults on huge pages are no finding.
         let mut r = session(f);
         r.clusters[0].shared_memory.as_mut().unwrap().huge_pages = "on".into();

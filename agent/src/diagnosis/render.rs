@@ -75,11 +75,9 @@ fn against(c: Cause) -> String {
             super::units::per_sec_time(t::SPIN_SITE_ALERT_SECONDS_PER_SECOND)
         ),
         Cause::SharedMemory4kPages => format!(
-            "a finding from {} faults on shared memory without huge pages and ~{} of active time (at {} µs a fault), alert from {}",
+            "a finding and alert from {} faults on shared memory without huge pages; sized at {} µs a fault",
             crate::trace::text_table::per_second(t::MAIN_SHARED_FAULTS_PER_SECOND),
-            pct(t::MAIN_SHARED_FAULTS_SHARE),
             t::MINOR_FAULT_SECONDS * 1e6,
-            crate::trace::text_table::per_second(t::MAIN_SHARED_FAULTS_PER_SECOND)
         ),
         Cause::MemoryStalls => format!(
             "a finding from {} of active time and {}, alert from {}",
