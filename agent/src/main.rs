@@ -8,7 +8,6 @@ use pgpreempt::{
     config::{Config, DEFAULT_COMMS},
     daemon,
     trace::diff,
-    trace::report_json::Report,
     trace::{self, TraceOptions},
 };
 
@@ -53,17 +52,12 @@ enum Command {
         after_help = "Examples:\n  pgpreempt diagnose\n  pgpreempt diagnose --duration 2m --cluster /var/lib/postgresql/15/main\n  pgpreempt diagnose --json > findings.json; echo $?"
     )]
     Diagnose(DiagnoseArgs),
-    /// Compare two `trace --json` reports (e.g. before and after a kernel
-    /// upgrade): per second and per involuntary switch, largest change first.
-    Diff {
-        /// The report taken first (the baseline).
-        before: PathBuf,
-        /// The report to compare with it.
-        after: PathBuf,
-        /// Print the comparison as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Compare `trace --json` reports: BEFORE.json AFTER.json, or several
+    /// per side, BEFORE.json... -- AFTER.json... (e.g. before and after a
+    /// kernel upgrade). The environment, the load, each figure per second
+    /// and per involuntary switch (mean and min..max per side), and a
+    /// verdict that calls only changes beyond the spread within each side.
+    Diff(DiffArgs),
     /// The kernel memory of the agent's maps with the default sizes, for
     /// `pgpreempt run` and `pgpreempt trace`, here and at 96 and 192 CPUs:
     /// the Markdown tables `cargo xtask bench` writes into BENCHMARKS.md.
@@ -78,6 +72,20 @@ enum Command {
         #[arg(long)]
         btf: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// The baseline reports, before `--`; without `--`, exactly two
+    /// reports: BEFORE AFTER.
+    #[arg(value_name = "BEFORE")]
+    before: Vec<PathBuf>,
+    /// The reports to compare with them, after `--`.
+    #[arg(last = true, value_name = "AFTER")]
+    after: Vec<PathBuf>,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -234,8 +242,29 @@ fn parse_comm(s: &str) -> Result<String, String> {
     }
 }
 
+/// The command line, with `diff`'s two sides checked: a bad one is a
+/// usage error like clap's own.
+fn parse() -> Result<Cli, clap::Error> {
+    use clap::CommandFactory;
+    let mut cli = Cli::try_parse()?;
+    if let Command::Diff(d) = &mut cli.command {
+        // clap does not tell `A B --` from `A B`: look for the separator.
+        let separator = std::env::args_os().any(|a| a == "--");
+        let (before, after) = diff::sides(
+            std::mem::take(&mut d.before),
+            std::mem::take(&mut d.after),
+            separator,
+        )
+        .map_err(|e| {
+            Cli::command().error(clap::error::ErrorKind::WrongNumberOfValues, e.to_string())
+        })?;
+        (d.before, d.after) = (before, after);
+    }
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -343,19 +372,12 @@ fn run(cmd: Command) -> anyhow::Result<Outcome> {
                 Outcome::Yes
             })
         }
-        Command::Diff {
+        Command::Diff(DiffArgs {
             before,
             after,
             json,
-        } => {
-            let b = Report::read(&before)?;
-            let a = Report::read(&after)?;
-            let d = diff::compare(
-                &before.display().to_string(),
-                &b,
-                &after.display().to_string(),
-                &a,
-            );
+        }) => {
+            let d = diff::compare_files(&before, &after)?;
             if json {
                 println!(
                     "{}",

@@ -93,6 +93,8 @@ pub fn secs(s: f64) -> String {
     let a = s.abs();
     if a == 0.0 {
         "0".into()
+    } else if a < 5e-10 {
+        "<1ns".into()
     } else if a < 1e-6 {
         format!("{:.0}ns", s * 1e9)
     } else if a < 1e-3 {
@@ -119,6 +121,48 @@ pub fn num(v: f64) -> String {
         // Two significant digits, never scientific notation.
         let decimals = ((-a.log10()).ceil() as usize + 1).min(12);
         format!("{v:.decimals$}")
+    }
+}
+
+/// A number in fixed notation with thousands separators: `1,234`, `12.3`,
+/// `0.25`, `0.00033`.
+pub fn plain(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        let n = count(a.round() as u64);
+        if v < 0.0 {
+            format!("-{n}")
+        } else {
+            n
+        }
+    } else {
+        num(v)
+    }
+}
+
+/// A ratio after/before as a change: `+35%`, `-40%`, `0%`, `4.0x` (2x and
+/// more), `1,234x`, `-100%` (to zero); never scientific notation.
+pub fn ratio_change(r: f64) -> String {
+    if !r.is_finite() {
+        return "-".into();
+    }
+    if r >= 10.0 {
+        format!("{}x", count(r.round() as u64))
+    } else if r >= 2.0 {
+        format!("{r:.1}x")
+    } else {
+        let p = (r - 1.0) * 100.0;
+        if p.abs() < 0.5 {
+            "0%".into()
+        } else if p > -99.5 {
+            format!("{p:+.0}%")
+        } else if r == 0.0 {
+            "-100%".into()
+        } else if r >= 0.001 {
+            format!("{p:+.1}%")
+        } else {
+            "<-99.9%".into()
+        }
     }
 }
 
@@ -192,6 +236,20 @@ mod tests {
         assert_eq!(num(0.001), "0.0010");
         assert_eq!(num(0.000_928), "0.00093");
         assert_eq!(num(-0.005), "-0.0050");
+        assert_eq!(secs(1e-11), "<1ns");
+        assert_eq!(plain(1234.4), "1,234");
+        assert_eq!(plain(-2262.0), "-2,262");
+        assert_eq!(plain(0.25), "0.25");
+        assert_eq!(ratio_change(4.12), "4.1x");
+        assert_eq!(ratio_change(2.0), "2.0x");
+        assert_eq!(ratio_change(1234.0), "1,234x");
+        assert_eq!(ratio_change(1.35), "+35%");
+        assert_eq!(ratio_change(1.0), "0%");
+        assert_eq!(ratio_change(0.6), "-40%");
+        assert_eq!(ratio_change(0.0), "-100%");
+        assert_eq!(ratio_change(0.004), "-99.6%");
+        assert_eq!(ratio_change(9.28e-4), "<-99.9%");
+        assert_eq!(ratio_change(f64::INFINITY), "-");
         assert_eq!(count(0), "0");
         assert_eq!(count(999), "999");
         assert_eq!(count(1234), "1,234");
