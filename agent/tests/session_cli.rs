@@ -1,6 +1,7 @@
 //! `pgpreempt check`, `trace` and `diff` as commands: `check` on this host
-//! against a scratch cluster (huge pages off), and bad input: one line, a
-//! non-zero exit, no panic and nothing left attached.
+//! against a scratch cluster (huge pages off), bad input: one line, a
+//! non-zero exit, no panic and nothing left attached; and `diff` of the
+//! real reports in `tests/fixtures/reports`.
 mod common;
 
 use std::process::{Command, Output};
@@ -217,4 +218,118 @@ fn bad_diff_input_is_one_line() {
         "{e}"
     );
     fails(&["diff", bad.to_str().unwrap()], 2);
+}
+
+/// Runs `pgpreempt diff` (which loads nothing): its exit code, stdout and
+/// stderr.
+fn diff(args: &[&str]) -> (Option<i32>, String, String) {
+    let out: Output = Command::new(BIN).arg("diff").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn diff_sides_are_checked_before_reading() {
+    // The files need not exist: the sides are checked first, as usage
+    // errors (exit 2, one line naming what is wrong).
+    for (args, want) in [
+        (vec![], "diff: no reports: give BEFORE.json AFTER.json"),
+        (vec!["a.json"], "diff: no AFTER report: give BEFORE.json AFTER.json, or BEFORE.json... -- AFTER.json..."),
+        (vec!["a.json", "b.json", "c.json"], "diff: 3 reports and no `--`: put `--` between the BEFORE and the AFTER reports"),
+        (vec!["a1.json", "a2.json", "--"], "diff: no AFTER report after `--`"),
+        (vec!["--", "b.json"], "diff: no BEFORE report before `--`"),
+        (vec!["a.json", "a.json", "--", "b.json"], "diff: a.json is given twice on the BEFORE side"),
+        (vec!["a.json", "--", "b.json", "b.json"], "diff: b.json is given twice on the AFTER side"),
+    ] {
+        let (code, out, err) = diff(&args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(&format!("pgpreempt: {want}")), "{args:?}: {err}");
+        assert!(out.is_empty(), "{out}");
+    }
+    // A side's report that cannot be read: exit 1, one line, named.
+    let (code, _, err) = diff(&["/nonexistent/a.json", "--", "/nonexistent/b.json"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot read /nonexistent/a.json"), "{err}");
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/reports/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A number in scientific notation: `9.28e-4`, `1e5`.
+fn scientific(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..b.len().saturating_sub(1)).any(|i| {
+        (b[i] == b'e' || b[i] == b'E')
+            && b[i - 1].is_ascii_digit()
+            && (b[i + 1] == b'-' || b[i + 1] == b'+' || b[i + 1].is_ascii_digit())
+    })
+}
+
+#[test]
+fn diff_of_real_reports() {
+    // Four back-to-back 8 s sessions of one pgbench (16 clients, 2 CPUs),
+    // and one of the same cluster idle (agent/tests/fixtures/reports).
+    let (a1, a2, b1, b2, idle) = (
+        fixture("pgbench-1.json"),
+        fixture("pgbench-2.json"),
+        fixture("pgbench-3.json"),
+        fixture("pgbench-4.json"),
+        fixture("idle.json"),
+    );
+    let (code, text, err) = diff(&[&a1, &a2, "--", &b1, &b2]);
+    assert_eq!(code, Some(0), "{err}");
+    // Other test sessions shared the VM: the load of a side was uneven.
+    assert!(
+        text.starts_with("note: uneven load within a side ("),
+        "{text}"
+    );
+    assert!(text.contains("\nbefore  2 reports (16.0 s): "), "{text}");
+    let env = text.find("\nenvironment ").expect("environment");
+    assert!(env < text.find("\nfigure ").expect("figures"), "{text}");
+    assert!(text.contains("(min..max)"), "{text}");
+    assert!(text.contains("ms/s"), "{text}");
+    assert!(text.contains("\nverdict: no change"), "{text}");
+    assert!(!text.lines().any(scientific), "{text}");
+
+    // One report per side: said, and still a comparison.
+    let (code, text, _) = diff(&[&a1, &b1]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("one report per side: no spread to tell noise by."),
+        "{text}"
+    );
+    assert!(!text.lines().any(scientific), "{text}");
+
+    // Loaded against idle: the warning first, no verdict.
+    let (code, text, _) = diff(&[&a1, &idle]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.starts_with("WARNING: different loads (involuntary switches "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nverdict: none: the two sides carry different loads"),
+        "{text}"
+    );
+
+    // --json keeps machine numbers.
+    let (code, json, _) = diff(&["--json", &a1, &a2, "--", &b1, &b2]);
+    assert_eq!(code, Some(0));
+    let v: Value = serde_json::from_str(&json).expect("diff --json is JSON");
+    assert_eq!(v["noise_rule"], "spread");
+    assert_eq!(v["verdict"]["kind"], "unchanged");
+    assert_eq!(v["before"].as_array().unwrap().len(), 2);
+    let row = &v["rows"][0];
+    assert!(
+        row["before"]["mean"].is_f64() && row["before"]["min"].is_number(),
+        "{row}"
+    );
 }

@@ -587,8 +587,12 @@ pub struct Diff {
     pub environment: Vec<EnvItem>,
     pub load: Vec<LoadFigure>,
     /// Some load figure differs by more than LOAD_MISMATCH between the
-    /// sides, or between the reports of a side.
+    /// sides: no verdict.
     pub load_mismatch: bool,
+    /// Some load figure differs by more than LOAD_MISMATCH between the
+    /// reports of a side: a note (their spread is wide, so fewer changes
+    /// are called), not a mismatch.
+    pub uneven_load: bool,
     /// Changed rows first, then those above the floor, each by the largest
     /// change.
     pub rows: Vec<Row>,
@@ -644,7 +648,8 @@ pub fn compare(before: &[(&str, &Report)], after: &[(&str, &Report)]) -> Diff {
             })
         })
         .collect();
-    let mismatch = load.iter().any(|l| l.mismatch || l.uneven);
+    let mismatch = load.iter().any(|l| l.mismatch);
+    let uneven = load.iter().any(|l| l.uneven);
 
     let mut rows = Vec::new();
     for &(figure, get) in FIGURES {
@@ -718,6 +723,7 @@ pub fn compare(before: &[(&str, &Report)], after: &[(&str, &Report)]) -> Diff {
         environment: environment(&b, &a),
         load,
         load_mismatch: mismatch,
+        uneven_load: uneven,
         rows,
         causes,
         verdict,
@@ -848,12 +854,12 @@ pub fn verdict(rows: &[Row], causes: &[CauseChange], rule: NoiseRule, mismatch: 
     }
     let noise = match rule {
         NoiseRule::Spread => format!(
-            "beyond the spread within each side and {}",
-            ratio_change(SIGNIFICANT)
+            "by more than the spread within each side and {:.1}x",
+            SIGNIFICANT
         ),
         NoiseRule::OneReport => format!(
-            "of {} or more either way (one report per side)",
-            ratio_change(ONE_REPORT_RATIO)
+            "by {:.1}x or more either way (one report per side)",
+            ONE_REPORT_RATIO
         ),
     };
     // `rows` is sorted largest change first, so the lists are too.
@@ -877,7 +883,7 @@ pub fn verdict(rows: &[Row], causes: &[CauseChange], rule: NoiseRule, mismatch: 
         (true, true) => (
             VerdictKind::Unchanged,
             format!(
-                "no change: no time figure moved {noise} above {}",
+                "no change: no time figure of {} or more moved {noise}",
                 ms_per_second(rule.floor("x_seconds"))
             ),
         ),
@@ -895,7 +901,11 @@ pub fn verdict(rows: &[Row], causes: &[CauseChange], rule: NoiseRule, mismatch: 
 
 fn load_value(figure: &str, v: f64) -> String {
     if figure == "on_cpu_seconds" {
-        format!("{:.2} CPUs", v)
+        if v > 0.0 && v < 0.005 {
+            "<0.01 CPUs".into()
+        } else {
+            format!("{v:.2} CPUs")
+        }
     } else {
         per_second(v)
     }
@@ -926,15 +936,28 @@ fn files(s: &[Source]) -> String {
 pub fn render(d: &Diff) -> String {
     let mut out = String::new();
     if d.load_mismatch {
+        let what: Vec<String> = d
+            .load
+            .iter()
+            .filter(|l| l.mismatch)
+            .map(|l| {
+                format!(
+                    "{} {} before, {} after",
+                    load_name(l.figure),
+                    load_value(l.figure, l.before.mean),
+                    load_value(l.figure, l.after.mean)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "WARNING: different loads ({}; more than {:.1}x apart): this compares different workloads, no verdict.\n",
+            what.join("; "),
+            LOAD_MISMATCH
+        );
+    }
+    if d.uneven_load {
         let mut what: Vec<String> = Vec::new();
-        for l in d.load.iter().filter(|l| l.mismatch) {
-            what.push(format!(
-                "{} {} before, {} after",
-                load_name(l.figure),
-                load_value(l.figure, l.before.mean),
-                load_value(l.figure, l.after.mean)
-            ));
-        }
         for l in d.load.iter().filter(|l| l.uneven) {
             for (side, s) in [("BEFORE", &l.before), ("AFTER", &l.after)] {
                 if load_mismatch(l.figure, s.min, s.max) {
@@ -948,7 +971,7 @@ pub fn render(d: &Diff) -> String {
         }
         let _ = writeln!(
             out,
-            "WARNING: different loads ({}; more than {:.1}x apart): this compares different workloads, no verdict.\n",
+            "note: uneven load within a side ({}; more than {:.1}x apart): the spread is wide, so only large changes are called; keep the benchmark and the rest of the host the same between sessions.\n",
             what.join("; "),
             LOAD_MISMATCH
         );
@@ -1373,7 +1396,7 @@ mod tests {
         let idle = Figures {
             involuntary_switches: 21,
             voluntary_switches: 400,
-            on_cpu_seconds: 0.05,
+            on_cpu_seconds: 0.02,
             preempted_seconds: 0.001,
             futex_wait_seconds: 0.0,
             ..Default::default()
@@ -1384,7 +1407,7 @@ mod tests {
         assert!(d.verdict.causes.is_empty());
         let text = render(&d);
         assert!(
-            text.starts_with("WARNING: different loads (involuntary switches 2,000/s before, 2.10/s after; voluntary switches 5,000/s before, 40.0/s after; on CPU 1.80 CPUs before, 0.01 CPUs after; more than 1.5x apart)"),
+            text.starts_with("WARNING: different loads (involuntary switches 2,000/s before, 2.10/s after; voluntary switches 5,000/s before, 40.0/s after; on CPU 1.80 CPUs before, <0.01 CPUs after; more than 1.5x apart)"),
             "{text}"
         );
         assert!(
@@ -1401,8 +1424,8 @@ mod tests {
         assert!(one(&report(10.0, load(5.0, 0.3)), &report(10.0, more)).load_mismatch);
         more.involuntary_switches = 28_000;
         assert!(!one(&report(10.0, load(5.0, 0.3)), &report(10.0, more)).load_mismatch);
-        // The same mean, but the reports of a side far apart: uneven, no
-        // verdict either.
+        // The same mean, but the reports of a side far apart: uneven, a
+        // note; their spread keeps changes from being called.
         let (mut lo, mut hi) = (load(5.0, 0.3), load(5.0, 0.3));
         lo.involuntary_switches = 12_000;
         hi.involuntary_switches = 28_000;
@@ -1410,11 +1433,11 @@ mod tests {
             &[report(10.0, load(5.0, 0.3)), report(10.0, load(5.0, 0.3))],
             &[report(10.0, lo), report(10.0, hi)],
         );
-        assert!(d.load_mismatch && !d.load[0].mismatch && d.load[0].uneven);
-        assert_eq!(d.verdict.kind, VerdictKind::DifferentLoads);
+        assert!(!d.load_mismatch && d.uneven_load && d.load[0].uneven);
+        assert_eq!(d.verdict.kind, VerdictKind::Unchanged);
         let text = render(&d);
         assert!(
-            text.starts_with("WARNING: different loads (involuntary switches 1,200..2,800/s among the AFTER reports; more than 1.5x apart)"),
+            text.starts_with("note: uneven load within a side (involuntary switches 1,200..2,800/s among the AFTER reports; more than 1.5x apart): the spread is wide"),
             "{text}"
         );
         assert!(text.contains("UNEVEN"), "{text}");
