@@ -41,6 +41,19 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Its name in JSON: `cpu_saturation`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Cause::CpuSaturation => "cpu_saturation",
+            Cause::LockHolderPreemption => "lock_holder_preemption",
+            Cause::SpinlockContention => "spinlock_contention",
+            Cause::SharedMemory4kPages => "shared_memory4k_pages",
+            Cause::MemoryStalls => "memory_stalls",
+            Cause::PreemptionModel => "preemption_model",
+            Cause::NothingSignificant => "nothing_significant",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Cause::CpuSaturation => "CPU saturation",
@@ -160,16 +173,7 @@ pub fn diagnose(r: &Report) -> Diagnosis {
         active: f.active_seconds(),
     };
     let busy_enough = rates.per_s(rates.active) >= t::MIN_ACTIVE_SECONDS_PER_SECOND;
-    let mut found: Vec<Finding> = [
-        cpu_saturation(&rates),
-        lock_holder_preemption(&rates),
-        spinlock_contention(&rates),
-        shared_memory_4k_pages(&rates),
-        memory_stalls(&rates),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut found = candidates_of(&rates);
     if !busy_enough {
         for x in &mut found {
             x.significant = false;
@@ -199,6 +203,36 @@ pub fn diagnose(r: &Report) -> Diagnosis {
         online_cpus: r.online_cpus,
         duration_seconds: r.duration_seconds,
     }
+}
+
+/// Every cause the figures give a size to, significant or not (for
+/// comparisons: `diff` follows a cause's share from one session to the
+/// next, also below its threshold).
+pub fn candidates(r: &Report) -> Vec<Finding> {
+    let f = &r.totals;
+    candidates_of(&Rates {
+        r,
+        f,
+        secs: r.duration_seconds.max(1e-3),
+        active: f.active_seconds(),
+    })
+}
+
+fn candidates_of(rates: &Rates) -> Vec<Finding> {
+    if rates.active <= 0.0 {
+        // Nothing ran: nothing to size.
+        return Vec::new();
+    }
+    [
+        cpu_saturation(rates),
+        lock_holder_preemption(rates),
+        spinlock_contention(rates),
+        shared_memory_4k_pages(rates),
+        memory_stalls(rates),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn finding(cause: Cause, share: Option<f64>, sizing: Sizing) -> Finding {

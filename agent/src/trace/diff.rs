@@ -495,28 +495,13 @@ fn share(s: f64) -> String {
 /// delay, spinlock contention the time in `s_lock`, memory stalls the
 /// `mmap_lock` waits, reclaim and compaction. Every cause, significant or
 /// not: a cause that grew from a small share must show where it started.
-// TODO(diagnosis): replace with crate::diagnosis::diagnose: its findings
-// with a share, as (finding.cause, finding.share).
+/// The share of the active time each cause took in one report, as the
+/// diagnosis sizes it (every cause with a size, significant or not).
 pub fn causes(r: &Report) -> Vec<(String, f64)> {
-    let f = &r.totals;
-    let active = f.active_seconds();
-    if active <= 0.0 {
-        return Vec::new();
-    }
-    let memory = f.mmap_lock_read_wait_seconds
-        + f.mmap_lock_write_wait_seconds
-        + f.reclaim_direct_stall_seconds
-        + f.reclaim_memcg_stall_seconds
-        + f.compaction_stall_seconds;
-    [
-        ("cpu_saturation", f.run_queue_seconds()),
-        ("lock_holder_preemption", f.waiter_delay_seconds),
-        ("spinlock_contention", f.spin_seconds),
-        ("memory_stalls", memory),
-    ]
-    .into_iter()
-    .map(|(c, s)| (c.to_string(), s / active))
-    .collect()
+    crate::diagnosis::candidates(r)
+        .into_iter()
+        .filter_map(|f| Some((f.cause.key().to_string(), f.share?)))
+        .collect()
 }
 
 /// Per cause, its share on both sides (a cause missing from a report has a
@@ -1117,6 +1102,7 @@ mod tests {
     fn report(duration: f64, f: Figures) -> Report {
         let mut r = sample(duration, 1.0);
         r.totals = f;
+        r.backend_types[0].figures = f;
         r
     }
 
@@ -1515,6 +1501,7 @@ mod tests {
     fn causes_are_shares_of_backend_time() {
         let mut f = load(4.0, 0.5);
         f.wakeup_latency_seconds = 1.0;
+        f.spins = 10;
         f.spin_seconds = 0.25;
         f.compaction_stall_seconds = 0.25;
         // active: 18 on CPU + 5 run queue + 1 futex = 24 s.
