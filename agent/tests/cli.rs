@@ -160,6 +160,7 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
         assert_eq!(get(port, "/healthz").as_deref(), Some("ok\n"));
         for name in [
             "pgpreempt_context_switches_total",
+            "pgpreempt_cpu_seconds_total",
             "pgpreempt_preempted_seconds",
             "pgpreempt_wakeup_latency_seconds",
             "pgpreempt_futex_wait_seconds",

@@ -266,6 +266,8 @@ fn rules_pass_promtool_and_every_alert_is_tested_both_ways() {
         "PgpreemptNotCounting",
         "PgpreemptBpfOverheadHigh",
         "PgpreemptSharedMemoryFaultsWithoutHugePages",
+        "PgpreemptCpuSaturation",
+        "PgpreemptMemoryStalls",
     ] {
         assert!(alerts.contains(a), "no alert {a}");
     }
@@ -288,6 +290,104 @@ fn rules_pass_promtool_and_every_alert_is_tested_both_ways() {
             fires.get(a),
             Some(&(true, true)),
             "{a}: want a promtool test where it fires and one where it does not"
+        );
+    }
+}
+
+/// The numbers an expression compares with: each `> N` (the rules only
+/// alert on "more than").
+fn thresholds_in(expr: &str) -> Vec<f64> {
+    expr.split('>')
+        .skip(1)
+        .map(|rest| {
+            let n: String = rest
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            n.parse()
+                .unwrap_or_else(|_| panic!("no number after '>' in {expr}"))
+        })
+        .collect()
+}
+
+#[test]
+fn alert_thresholds_are_the_diagnosis_alert_levels() {
+    use pgpreempt::diagnosis::{thresholds as t, Cause};
+    // Alert, its cause, and every threshold its expression compares with.
+    let want: &[(&str, Cause, &[f64])] = &[
+        (
+            "PgpreemptCpuSaturation",
+            Cause::CpuSaturation,
+            &[
+                t::CPU_SATURATION_ALERT_SHARE,
+                t::MIN_ACTIVE_SECONDS_PER_SECOND,
+            ],
+        ),
+        (
+            "PgpreemptLockHolderPreemptionCost",
+            Cause::LockHolderPreemption,
+            &[
+                t::HOLDER_PREEMPTION_ALERT_SHARE_OF_LOCK_WAIT,
+                t::HOLDER_PREEMPTION_ALERT_SECONDS_PER_SECOND,
+            ],
+        ),
+        (
+            "PgpreemptSpinlockContention",
+            Cause::SpinlockContention,
+            &[t::SPIN_SITE_ALERT_SECONDS_PER_SECOND],
+        ),
+        (
+            "PgpreemptSharedMemoryFaultsWithoutHugePages",
+            Cause::SharedMemory4kPages,
+            &[t::MAIN_SHARED_FAULTS_PER_SECOND],
+        ),
+        (
+            "PgpreemptMemoryStalls",
+            Cause::MemoryStalls,
+            &[
+                t::MEMORY_STALL_ALERT_SHARE,
+                t::MEMORY_STALL_MIN_SECONDS_PER_SECOND,
+                t::MIN_ACTIVE_SECONDS_PER_SECOND,
+            ],
+        ),
+    ];
+    let rules = &yaml_docs("deploy/prometheus/pgpreempt-rules.yml")[0];
+    let all: Vec<&serde_yaml::Value> = rules["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap().iter())
+        .collect();
+    let readme = std::fs::read_to_string(path("README.md")).unwrap();
+    for (name, cause, levels) in want {
+        let rule = all
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no alert {name}"));
+        let expr = rule["expr"].as_str().unwrap();
+        assert_eq!(
+            thresholds_in(expr),
+            levels.to_vec(),
+            "{name}: its thresholds, in order, are not the diagnosis' alert levels: {expr}"
+        );
+        // The annotations speak of the cause by the diagnosis' name and
+        // link to its README section.
+        let ann = &rule["annotations"];
+        assert_eq!(
+            ann["runbook_url"].as_str(),
+            Some(format!("README.md{}", cause.anchor()).as_str()),
+            "{name}"
+        );
+        assert!(
+            ann["summary"].as_str().unwrap().starts_with(cause.name()),
+            "{name}: the summary starts with the cause's name, {}",
+            cause.name()
+        );
+        let id = cause.anchor().trim_start_matches('#');
+        assert!(
+            readme.contains(&format!("<a id=\"{id}\"></a>")),
+            "{name}: README has no anchor {id}"
         );
     }
 }

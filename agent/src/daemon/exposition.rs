@@ -103,6 +103,25 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
         ),
     ));
 
+    out.push(family(
+        "pgpreempt_cpu_seconds_total",
+        "Time traced tasks ran on a CPU (the growth of the scheduler's sum_exec_runtime between switch-outs). With the run-queue time (pgpreempt_preempted_seconds_sum, pgpreempt_wakeup_latency_seconds_sum) and lock waiting (pgpreempt_futex_wait_seconds_sum) it makes the active time every share of the diagnosis is of.",
+        MetricType::COUNTER,
+        s.groups
+            .iter()
+            .map(|(l, g)| counter_metric(group_labels(l), g.counters.v[counter::ON_CPU_NS] as f64 / NS))
+            .collect(),
+    ));
+    out.push(family(
+        "pgpreempt_preempted_by_total",
+        "Who took the CPU: involuntary switch-outs of a cluster's traced tasks, by the command name of the task that ran next (kworker/3:1 as kworker). At most 1024 names are kept; later ones are counted as comm=\"(others)\" with an empty cluster.",
+        MetricType::COUNTER,
+        s.preemptors
+            .iter()
+            .map(|p| counter_metric(vec![label("cluster", &p.cluster), label("comm", &p.comm)], p.count as f64))
+            .collect(),
+    ));
+
     for (name, help, kind) in [
         (
             "pgpreempt_preempted_seconds",
@@ -589,6 +608,39 @@ mod tests {
         );
         assert!(text.contains("pgpreempt_kernel_info{"));
         assert!(!text.contains("pgpreempt_context_switches_total"));
+    }
+
+    #[test]
+    fn cpu_time_and_who_took_the_cpu() {
+        let mut s = snap();
+        s.groups[0].1.counters.v[counter::ON_CPU_NS] = 2_500_000_000;
+        s.preemptors = vec![
+            crate::agent::Preemptor {
+                cluster: "/var/lib/pg".into(),
+                comm: "pgbench".into(),
+                count: 42,
+            },
+            crate::agent::Preemptor {
+                cluster: String::new(),
+                comm: "(others)".into(),
+                count: 3,
+            },
+        ];
+        let text = render(&s, "0.1.0");
+        for want in [
+            r#"pgpreempt_cpu_seconds_total{cluster="/var/lib/pg",backend_type="client backend"} 2.5"#,
+            r#"pgpreempt_preempted_by_total{cluster="/var/lib/pg",comm="pgbench"} 42"#,
+            r#"pgpreempt_preempted_by_total{cluster="",comm="(others)"} 3"#,
+            "# TYPE pgpreempt_cpu_seconds_total counter",
+            "# TYPE pgpreempt_preempted_by_total counter",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+        // Before anyone preempted a traced task: no family, a valid scrape.
+        s.preemptors.clear();
+        let text = render(&s, "0.1.0");
+        assert!(!text.contains("pgpreempt_preempted_by_total"));
+        assert!(!text.contains("encoding failed"));
     }
 
     #[test]

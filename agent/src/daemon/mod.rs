@@ -1,11 +1,12 @@
 //! `pgpreempt run`: the per-host exporter.
 pub mod exposition;
+pub mod findings;
 pub mod server;
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -23,13 +24,22 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
     // Bind first: a taken port must fail before anything is loaded.
     let listener = server::bind(listen)?;
     let agent = Agent::start(&cfg)?;
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     log::info!(
-        "pgpreempt {VERSION}: tracing comm {} ({} processes now), {} programs attached; metrics on http://{}/metrics",
+        "pgpreempt {VERSION}: tracing comm {} ({} processes now), {} programs attached; metrics on http://{addr}/metrics, findings on http://{addr}/findings",
         cfg.comms.join(","),
         agent.tracker.procs.len(),
         agent.attached_programs().len(),
-        listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
     );
+    // The window of /findings starts now.
+    let window = Arc::new(Mutex::new(findings::Window::default()));
+    window
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(Instant::now(), agent.snapshot());
     let agent = Arc::new(Mutex::new(agent));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -37,14 +47,25 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let result = rt.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let render: server::Render = {
-            let agent = agent.clone();
-            Arc::new(move || {
-                let a = agent.lock().unwrap_or_else(|p| p.into_inner());
-                exposition::render(&a.snapshot(), VERSION)
-            })
+        let pages = server::Pages {
+            metrics: {
+                let agent = agent.clone();
+                Arc::new(move || {
+                    let a = agent.lock().unwrap_or_else(|p| p.into_inner());
+                    exposition::render(&a.snapshot(), VERSION)
+                })
+            },
+            findings: {
+                let agent = agent.clone();
+                let window = window.clone();
+                Arc::new(move || {
+                    let newest = agent.lock().unwrap_or_else(|p| p.into_inner()).snapshot();
+                    let w = window.lock().unwrap_or_else(|p| p.into_inner());
+                    findings::render(&w, Instant::now(), &newest)
+                })
+            },
         };
-        let server = tokio::spawn(server::serve(listener, render, stop_rx.clone()));
+        let server = tokio::spawn(server::serve(listener, pages, stop_rx.clone()));
         let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut poll = tokio::time::interval(Duration::from_millis(100));
@@ -55,6 +76,9 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
                     let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
                     ticks += 1;
                     if ticks.is_multiple_of(10) { a.refresh() } else { a.poll() }
+                    let now = Instant::now();
+                    let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
+                    if w.due(now) { w.push(now, a.snapshot()) }
                 }
                 _ = sigint.recv() => { log::info!("SIGINT: detaching"); break; }
                 _ = sigterm.recv() => { log::info!("SIGTERM: detaching"); break; }

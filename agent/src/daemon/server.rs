@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format) and `/healthz`.
+//! The HTTP endpoint: `/metrics` (Prometheus text format), `/findings`
+//! (the diagnosis of the last five minutes, JSON) and `/healthz`.
 use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
@@ -9,8 +10,17 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-/// Renders the current metrics text.
+/// Renders a response body now.
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// What the endpoint serves.
+#[derive(Clone)]
+pub struct Pages {
+    /// `/metrics`: the Prometheus text format.
+    pub metrics: Render,
+    /// `/findings`: the diagnosis of the last five minutes, JSON.
+    pub findings: Render,
+}
 
 /// Binds the listen address, with an error that says what to do.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
@@ -33,21 +43,19 @@ fn respond(status: StatusCode, ctype: &'static str, body: String) -> Response<Fu
         .expect("static response parts are valid")
 }
 
-async fn handle(
-    req: Request<Incoming>,
-    render: Render,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(req: Request<Incoming>, pages: Pages) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match req.uri().path() {
         "/metrics" => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            render(),
+            (pages.metrics)(),
         ),
+        "/findings" => respond(StatusCode::OK, "application/json", (pages.findings)()),
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/" => respond(
             StatusCode::OK,
             "text/plain",
-            "pgpreempt: lock-holder preemption metrics for PostgreSQL. See /metrics.\n".into(),
+            "pgpreempt: lock-holder preemption metrics for PostgreSQL. See /metrics, and /findings for the diagnosis of the last five minutes.\n".into(),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     })
@@ -56,7 +64,7 @@ async fn handle(
 /// Serves until `shutdown` changes.
 pub async fn serve(
     listener: std::net::TcpListener,
-    render: Render,
+    pages: Pages,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listener = match TcpListener::from_std(listener) {
@@ -70,9 +78,9 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let render = render.clone();
+                let pages = pages.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, render.clone()));
+                    let svc = service_fn(move |req| handle(req, pages.clone()));
                     if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
                         log::debug!("http connection: {e}");
                     }

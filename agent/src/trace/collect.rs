@@ -280,6 +280,55 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
     report
 }
 
+/// A report from a snapshot's totals alone, with no per-process rows: the
+/// daemon's window (a [`snapshot::delta`] of two snapshots) is one. Its
+/// clusters come from the label sets and the shared memory segments
+/// found, so the diagnosis sees huge pages as a trace session does.
+pub fn build_totals(snapshot: &Snapshot, info: &SessionInfo) -> Report {
+    let s = Sample {
+        snapshot: snapshot.clone(),
+        processes: vec![],
+    };
+    let mut report = build(&s, info);
+    let mut clusters: BTreeMap<String, ClusterJson> = BTreeMap::new();
+    for (l, _) in &snapshot.groups {
+        if l.cluster == UNASSIGNED_CLUSTER
+            || l.cluster == "overflow"
+            || !info.filter.keeps(&l.cluster)
+            || clusters.contains_key(&l.cluster)
+        {
+            continue;
+        }
+        let processes = snapshot
+            .tracked
+            .iter()
+            .filter(|(t, _)| t.cluster == l.cluster)
+            .map(|(_, n)| *n)
+            .sum();
+        clusters.insert(
+            l.cluster.clone(),
+            ClusterJson {
+                cluster: l.cluster.clone(),
+                postmaster_pid: None,
+                version: pg_version(&l.cluster),
+                processes,
+                shared_memory: snapshot
+                    .shared_memory
+                    .iter()
+                    .find(|m| m.cluster == l.cluster)
+                    .map(|m| SharedMemoryJson {
+                        page_size_bytes: m.page_size,
+                        huge_pages: m.huge_pages.to_string(),
+                        size_bytes: m.size_bytes,
+                    }),
+            },
+        );
+    }
+    report.clusters = clusters.into_values().collect();
+    report.findings = crate::diagnosis::diagnose(&report).findings;
+    report
+}
+
 /// Preemptors of the selected clusters, by name, most first.
 fn preempted_by(all: &[Preemptor], filter: &Filter) -> Vec<PreemptorJson> {
     let mut by_comm: BTreeMap<String, u64> = BTreeMap::new();
@@ -531,5 +580,27 @@ mod tests {
             .backend_types
             .iter()
             .any(|b| b.cluster == UNASSIGNED_CLUSTER && b.processes == 0));
+    }
+    #[test]
+    fn a_report_from_totals_alone_has_clusters_but_no_processes() {
+        let mut snap = sample().snapshot;
+        snap.tracked = vec![(labels("/a", "client backend"), 3)];
+        let r = build_totals(&snap, &info(None));
+        assert!(r.processes.is_empty());
+        assert_eq!(r.totals.involuntary_switches, 5 + 100 + 1 + 1000);
+        let names: Vec<&str> = r.clusters.iter().map(|c| c.cluster.as_str()).collect();
+        assert_eq!(names, ["/a", "/b"], "not the unattributed group");
+        assert_eq!(r.clusters[0].processes, 3);
+        assert_eq!(
+            r.clusters[0]
+                .shared_memory
+                .as_ref()
+                .map(|m| m.huge_pages.as_str()),
+            Some("on")
+        );
+        assert!(!r.findings.is_empty(), "diagnosed");
+        let only_b = build_totals(&snap, &info(Some("/b")));
+        assert_eq!(only_b.clusters.len(), 1);
+        assert_eq!(only_b.totals.involuntary_switches, 1000);
     }
 }
