@@ -87,14 +87,37 @@ pub fn run(seconds: u32) -> Result<()> {
         .unwrap_or("tps = ?")
         .to_string();
     let after = parse(&scrape(port)?);
+    // The diagnosis of the daemon's window (here: the whole run).
+    let findings = crate::measure::get(port, "/findings").unwrap_or_default();
     drop(agent);
     let cluster = pg.datadir().display().to_string();
     drop(pg);
 
     println!("\n== what pgpreempt saw ({tps})");
     summarize(&before, &after, &cluster, seconds as f64);
+    print_findings(&findings);
     println!("\n(cluster, agent and temporary files removed)");
     Ok(())
+}
+
+/// The headline and statements of the daemon's `/findings`.
+fn print_findings(body: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        println!("\n(no /findings answer)");
+        return;
+    };
+    println!("\n== the diagnosis (GET /findings; `pgpreempt diagnose` says the same for a session)");
+    for h in v["headline"].as_array().into_iter().flatten() {
+        println!("{}", h.as_str().unwrap_or_default());
+    }
+    for f in v["findings"].as_array().into_iter().flatten() {
+        if f["significant"] == true {
+            println!("\n- {}", f["statement"].as_str().unwrap_or_default());
+            for t in f["try"].as_array().into_iter().flatten() {
+                println!("  try: {}", t.as_str().unwrap_or_default());
+            }
+        }
+    }
 }
 
 fn summarize(

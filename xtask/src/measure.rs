@@ -28,8 +28,13 @@ extern "C" {
 }
 
 pub fn scrape(port: u16) -> Result<String> {
+    get(port, "/metrics")
+}
+
+/// The body of `GET path` on the agent.
+pub fn get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body
