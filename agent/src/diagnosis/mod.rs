@@ -621,7 +621,7 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
     o.above_alert_level = rate >= t::MAIN_SHARED_FAULTS_PER_SECOND;
     let huge_needed = size.div_ceil(2 << 20);
     o.headline = format!(
-        "Shared memory on 4 KB pages: {} page faults on shared memory with huge pages {state}, {}",
+        "Shared memory on 4 KB pages: page faults on it at {} with huge pages {state}, {}",
         units_count_per_s(rate),
         against(
             rate,
@@ -630,7 +630,7 @@ fn shared_memory_4k_pages(x: &Rates) -> Option<Finding> {
         )
     );
     o.statement = format!(
-        "Huge pages are {state} for {cluster} ({} MB of shared memory on {} KB pages) and backends took {} page faults on it, {} of them while another backend spun on a spinlock; at about {} µs a fault that is an estimated {} of active time.",
+        "Huge pages are {state} for {cluster} ({} MB of shared memory on {} KB pages) and backends took page faults on it at {} ({} while another backend spun on a spinlock); at about {} µs a fault that is an estimated {} of active time.",
         size >> 20,
         page / 1024,
         units_count_per_s(rate),
@@ -1108,7 +1108,7 @@ mod tests {
         // 40,000/s x 1 µs = 0.04 s/s of 1.08 s/s active.
         assert!((x.share.unwrap() - 0.4 / 10.8).abs() < 1e-9);
         assert!(
-            x.statement.contains("40,000/s page faults"),
+            x.statement.contains("page faults on it at 40,000/s"),
             "{}",
             x.statement
         );
