@@ -20,7 +20,12 @@ pub fn findings(d: &Diagnosis) -> String {
     for f in &d.findings {
         match f.cause {
             Cause::PreemptionModel | Cause::NothingSignificant => {
-                let _ = writeln!(out, "{}: {}", f.cause.name(), f.statement);
+                // "Nothing significant: ..." names itself.
+                if f.statement.starts_with(f.cause.name()) {
+                    let _ = writeln!(out, "{}", f.statement);
+                } else {
+                    let _ = writeln!(out, "{}: {}", f.cause.name(), f.statement);
+                }
                 for t in &f.try_ {
                     let _ = writeln!(out, "  try: {t}");
                 }
@@ -105,4 +110,22 @@ pub fn full(d: &Diagnosis, what: &str) -> String {
     let _ = writeln!(out);
     out.push_str(&findings(d));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::report_json::tests::sample;
+
+    #[test]
+    fn nothing_significant_is_said_once() {
+        let d = super::super::diagnose(&sample(10.0, 1.0));
+        let text = findings(&d);
+        assert!(
+            text.contains("Nothing significant: ")
+                && !text.contains("Nothing significant: Nothing significant"),
+            "{text}"
+        );
+        assert!(text.contains("Preemption model: The kernel"), "{text}");
+    }
 }
