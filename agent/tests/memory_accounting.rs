@@ -14,6 +14,7 @@ use std::{
 };
 
 use agent_common::stats::{counter, diag, hist_kind, Counters, GroupTotals};
+use common::memcg::MemCgroup;
 use common::workload::{
     burn_cpu, clone_thread, fork_child, now_ns, pin_to_cpu, reap, set_comm, spin_for, Gate, Killed,
     Shared,
@@ -455,55 +456,6 @@ fn faults_taken_inside_system_calls_count_too() {
 /// What a reclaim test reads, and the memory cgroup limit it reads under.
 const READ_BYTES: usize = 256 << 20;
 const MEMCG_LIMIT: u64 = 64 << 20;
-
-/// A cgroup v1 memory cgroup below the test's own, removed on drop (after
-/// the processes in it: declare it before them).
-struct MemCgroup {
-    path: PathBuf,
-}
-
-impl MemCgroup {
-    fn create(name: &str, limit: Option<u64>) -> MemCgroup {
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let rel = own
-            .lines()
-            .find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.trim_start_matches('/').to_string())
-            })
-            .expect("no cgroup v1 memory controller: this test needs /sys/fs/cgroup/memory");
-        let path = PathBuf::from("/sys/fs/cgroup/memory")
-            .join(rel)
-            .join(format!("pgpt-{name}-{}", std::process::id()));
-        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        let cg = MemCgroup { path };
-        if let Some(l) = limit {
-            std::fs::write(cg.path.join("memory.limit_in_bytes"), l.to_string()).unwrap();
-        }
-        cg
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.path.join("cgroup.procs"), pid.to_string()).unwrap();
-    }
-}
-
-impl Drop for MemCgroup {
-    fn drop(&mut self) {
-        // Empty once its last process is reaped; the kernel may take a moment.
-        for _ in 0..200 {
-            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        eprintln!("could not remove {}", self.path.display());
-    }
-}
 
 /// One reader's read, as the agent and the reader saw it.
 struct Read {

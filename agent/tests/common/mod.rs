@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 pub mod dashboards;
 pub mod http;
+pub mod memcg;
 pub mod postgres;
 pub mod systemd;
 pub mod workload;
