@@ -486,7 +486,10 @@ fn shared_memory_on_4kb_pages_and_not_on_huge_pages() {
     assert!(f.significant);
     assert_eq!(f.evidence["huge_pages"], "off");
     assert!(
-        f.evidence["main_shared_faults_per_second"].as_f64().unwrap() >= 1000.0,
+        f.evidence["main_shared_faults_per_second"]
+            .as_f64()
+            .unwrap()
+            >= 1000.0,
         "{:?}",
         f.evidence
     );

@@ -106,7 +106,9 @@ fn print_findings(body: &str) {
         println!("\n(no /findings answer)");
         return;
     };
-    println!("\n== the diagnosis (GET /findings; `pgpreempt diagnose` says the same for a session)");
+    println!(
+        "\n== the diagnosis (GET /findings; `pgpreempt diagnose` says the same for a session)"
+    );
     for h in v["headline"].as_array().into_iter().flatten() {
         println!("{}", h.as_str().unwrap_or_default());
     }

@@ -44,7 +44,11 @@ pub fn findings(d: &Diagnosis) -> String {
 
 fn finding(out: &mut String, n: usize, f: &Finding) {
     let size = match (f.share, f.sizing) {
-        (Some(s), Sizing::Estimated) => format!("~{} of active time, estimated", pct(s)),
+        (Some(s), Sizing::Estimated) => {
+            let p = pct(s);
+            let about = if p.starts_with('<') { "" } else { "~" };
+            format!("{about}{p} of active time, estimated")
+        }
         (Some(s), _) => format!("{} of active time", pct(s)),
         (None, _) => String::new(),
     };
