@@ -1,6 +1,7 @@
 //! Human units for the diagnosis and every text output that speaks in it:
-//! shares as `31%`, time per second as `12.5 ms/s`, changes as `+312%` or
-//! `4.0x`. Never scientific notation.
+//! shares as `31%`, time per second as `12.5 ms/s` (changes, as `+312%`
+//! or `4.0x`, are `trace::text_table::ratio_change`). Never scientific
+//! notation.
 
 /// A share (0..1) as a percentage: `31%`, `3%`, `0.5%`, `<0.1%`, `0%`.
 pub fn pct(share: f64) -> String {
@@ -37,28 +38,6 @@ pub fn per_sec_time(v: f64) -> String {
     }
 }
 
-/// A change from `before` to `after`: `+312%`, `-40%`, `4.0x` from 5x on,
-/// `new` from zero, `=` when equal.
-pub fn change(before: f64, after: f64) -> String {
-    if before == after {
-        "=".into()
-    } else if before == 0.0 {
-        "new".into()
-    } else {
-        let r = after / before;
-        if r >= 5.0 {
-            format!("{r:.1}x")
-        } else {
-            let p = (r - 1.0) * 100.0;
-            if p.abs() < 1.0 {
-                format!("{p:+.1}%")
-            } else {
-                format!("{p:+.0}%")
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,10 +70,5 @@ mod tests {
         assert_eq!(per_sec_time(1.5), "1.50 s/s");
         assert_eq!(per_sec_time(4e-5), "40 µs/s");
         assert_eq!(per_sec_time(1e-9), "<1 µs/s");
-        assert_eq!(change(1.0, 4.12), "+312%");
-        assert_eq!(change(10.0, 6.0), "-40%");
-        assert_eq!(change(1.0, 9.28), "9.3x");
-        assert_eq!(change(0.0, 3.0), "new");
-        assert_eq!(change(2.0, 2.0), "=");
     }
 }
