@@ -67,19 +67,8 @@ fn findings_name_cpu_saturation_under_pgbench_and_nothing_when_idle() {
     assert_eq!(idle["findings"][0]["cause"], "nothing_significant");
 
     // Select-only (no lock waiting to speak of) with eight clients per CPU.
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let _bench = Guard(
-        pg.pgbench()
-            .args([
-                "-S",
-                "-c",
-                &(cpus * 8).min(48).to_string(),
-                "-j",
-                "2",
-                "-T",
-                "40",
-                "postgres",
-            ])
+        pg.select_only("40")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

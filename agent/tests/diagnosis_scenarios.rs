@@ -23,7 +23,7 @@ use std::{
 
 use common::{
     memcg::MemCgroup,
-    postgres::Cluster,
+    postgres::{Cluster, HugePages},
     workload::{fork_child, set_comm, Killed},
 };
 use pgpreempt::diagnosis::{render, Cause, Diagnosis};
@@ -407,39 +407,6 @@ fn spinlock_contention_names_the_site() {
         "top site {site}"
     );
     assert!(f.statement.contains(site), "{}", f.statement);
-}
-
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-/// Raises `vm.nr_hugepages`; the old value comes back on drop, also when
-/// the test panics.
-struct HugePages {
-    old: String,
-}
-
-impl HugePages {
-    fn reserve(more: u64) -> HugePages {
-        let old = std::fs::read_to_string(NR_HUGEPAGES).unwrap();
-        let want = old.trim().parse::<u64>().unwrap() + more;
-        let guard = HugePages { old };
-        let _ = std::fs::write(NR_HUGEPAGES, want.to_string());
-        let got: u64 = std::fs::read_to_string(NR_HUGEPAGES)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            got >= want,
-            "could reserve only {got} of {want} huge pages (vm.nr_hugepages)"
-        );
-        guard
-    }
-}
-
-impl Drop for HugePages {
-    fn drop(&mut self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.old.trim());
-    }
 }
 
 const BIG_BUFFERS: &str = "shared_buffers=256MB";

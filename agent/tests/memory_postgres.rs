@@ -6,7 +6,7 @@
 mod common;
 
 use agent_common::stats::{counter, Counters};
-use common::postgres::{run_polling, Cluster};
+use common::postgres::{run_polling, Cluster, HugePages};
 use pgpreempt::{
     agent::{Agent, SharedMemory},
     config::Config,
@@ -21,41 +21,6 @@ const SCALE: u32 = 5;
 const CLIENTS: usize = 4;
 const PAGE: u64 = 4096;
 const HUGE_PAGE: u64 = 2 << 20;
-const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
-
-/// Raises `vm.nr_hugepages`; the old value comes back on drop, also when
-/// the test panics.
-struct HugePages {
-    old: String,
-}
-
-impl HugePages {
-    /// Reserves `more` huge pages beyond those reserved now, or fails the
-    /// test saying how many the kernel could find.
-    fn reserve(more: u64) -> HugePages {
-        let old = std::fs::read_to_string(NR_HUGEPAGES).unwrap();
-        let want = old.trim().parse::<u64>().unwrap() + more;
-        let guard = HugePages { old };
-        let _ = std::fs::write(NR_HUGEPAGES, want.to_string());
-        let got: u64 = std::fs::read_to_string(NR_HUGEPAGES)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert!(
-            got >= want,
-            "could reserve only {got} of {want} huge pages (vm.nr_hugepages): \
-             this test needs {more} free 2 MB pages"
-        );
-        guard
-    }
-}
-
-impl Drop for HugePages {
-    fn drop(&mut self) {
-        let _ = std::fs::write(NR_HUGEPAGES, self.old.trim());
-    }
-}
 
 /// What one fresh pgbench run did to the cluster's main segment.
 struct Run {

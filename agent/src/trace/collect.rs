@@ -231,16 +231,7 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
                 postmaster_pid: None,
                 version: pg_version(&p.cluster),
                 processes: 0,
-                shared_memory: s
-                    .snapshot
-                    .shared_memory
-                    .iter()
-                    .find(|m| m.cluster == p.cluster)
-                    .map(|m| SharedMemoryJson {
-                        page_size_bytes: m.page_size,
-                        huge_pages: m.huge_pages.to_string(),
-                        size_bytes: m.size_bytes,
-                    }),
+                shared_memory: shared_memory_of(&s.snapshot, &p.cluster),
             });
         c.processes += 1;
         if p.backend_type == "postmaster" && !p.exited_during_session {
@@ -312,21 +303,25 @@ pub fn build_totals(snapshot: &Snapshot, info: &SessionInfo) -> Report {
                 postmaster_pid: None,
                 version: pg_version(&l.cluster),
                 processes,
-                shared_memory: snapshot
-                    .shared_memory
-                    .iter()
-                    .find(|m| m.cluster == l.cluster)
-                    .map(|m| SharedMemoryJson {
-                        page_size_bytes: m.page_size,
-                        huge_pages: m.huge_pages.to_string(),
-                        size_bytes: m.size_bytes,
-                    }),
+                shared_memory: shared_memory_of(snapshot, &l.cluster),
             },
         );
     }
     report.clusters = clusters.into_values().collect();
     report.findings = crate::diagnosis::diagnose(&report).findings;
     report
+}
+
+/// A cluster's main shared memory segment, as the report shows it.
+fn shared_memory_of(s: &Snapshot, cluster: &str) -> Option<SharedMemoryJson> {
+    s.shared_memory
+        .iter()
+        .find(|m| m.cluster == cluster)
+        .map(|m| SharedMemoryJson {
+            page_size_bytes: m.page_size,
+            huge_pages: m.huge_pages.to_string(),
+            size_bytes: m.size_bytes,
+        })
 }
 
 /// Preemptors of the selected clusters, by name, most first.

@@ -274,3 +274,39 @@ impl Drop for Session {
         let _ = self.child.wait();
     }
 }
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+/// Raises `vm.nr_hugepages`; the old value comes back on drop, also when
+/// the test panics.
+pub struct HugePages {
+    old: String,
+}
+
+impl HugePages {
+    /// Reserves `more` huge pages beyond those reserved now, or fails the
+    /// test saying how many the kernel could find.
+    pub fn reserve(more: u64) -> HugePages {
+        let old = std::fs::read_to_string(NR_HUGEPAGES).unwrap();
+        let want = old.trim().parse::<u64>().unwrap() + more;
+        let guard = HugePages { old };
+        let _ = std::fs::write(NR_HUGEPAGES, want.to_string());
+        let got: u64 = std::fs::read_to_string(NR_HUGEPAGES)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            got >= want,
+            "could reserve only {got} of {want} huge pages (vm.nr_hugepages): \
+             this test needs {more} free 2 MB pages"
+        );
+        guard
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write(NR_HUGEPAGES, self.old.trim());
+    }
+}
