@@ -6,7 +6,7 @@ mod common;
 use agent_common::stats::counter;
 use common::workload::{
     fork_child, futex_wait, futex_wake, is_asleep, now_ns, pin_to_cpu, reap, set_comm, set_fifo,
-    sleep_ns, spin_for, Gate, Shared, Spinners,
+    sleep_ns, spin_for, Gate, Killed, Shared, Spinners,
 };
 use pgpreempt::{agent::Agent, config::Config};
 
@@ -476,4 +476,64 @@ fn pid_selection_traces_only_the_given_processes() {
     assert!(agent.labels_of(kids[1]).is_none());
     gate.close();
     reap(&kids);
+}
+
+/// Who took the CPU when more names did so than the kernel's map holds
+/// (`PREEMPTORS`, 1,024 entries with the overflow key): the rest are
+/// counted under `(others)`, and still one name per involuntary switch.
+#[test]
+fn preemptor_names_beyond_the_map_are_counted_as_others() {
+    common::require_root();
+    const NAMES: usize = 1100;
+    let mut agent = common::agent_for("pgpt-victim");
+    let victim = Killed(fork_child(|| {
+        set_comm(b"pgpt-victim");
+        pin_to_cpu(0);
+        loop {
+            spin_for(1_000_000);
+        }
+    }));
+    sleep_ns(200_000_000);
+    agent.refresh();
+    // A spawner (pinned away from CPU 0, so that this test's own thread
+    // keeps its affinity) forks real-time tasks with distinct names that
+    // each take CPU 0 from the victim once.
+    let spawner = fork_child(|| {
+        pin_to_cpu(1);
+        for i in 0..NAMES {
+            let name = format!("pgpt-pz{i:05}").into_bytes();
+            let k = fork_child(move || {
+                set_comm(&name);
+                set_fifo(1);
+                pin_to_cpu(0);
+                spin_for(20_000);
+            });
+            reap(&[k]);
+        }
+    });
+    reap(&[spawner]);
+    // Stopped, the victim switches out no more (a stop is voluntary).
+    unsafe { libc::kill(victim.0 as i32, libc::SIGSTOP) };
+    sleep_ns(100_000_000);
+    let invol = agent.process_counters(victim.0).unwrap().v[counter::INVOLUNTARY_SWITCHES];
+    let p = agent.preemptors();
+    drop(victim);
+    let total: u64 = p.iter().map(|p| p.count).sum();
+    let named = p.iter().filter(|p| p.comm.starts_with("pgpt-pz")).count();
+    let others: u64 = p
+        .iter()
+        .filter(|p| p.comm == "(others)")
+        .map(|p| p.count)
+        .sum();
+    eprintln!(
+        "{invol} involuntary switches; {total} counted, {} names, {named} of them the spawned ones, {others} as (others)",
+        p.len()
+    );
+    assert_eq!(total, invol, "one name per involuntary switch");
+    // Not every spawned task takes the CPU from the victim itself (the
+    // migration thread that moves it to CPU 0 may), so what is known is
+    // that the map filled and the rest went to (others).
+    assert_eq!(p.len(), 1024, "the map holds 1,023 names and (others)");
+    assert!((1000..NAMES).contains(&named), "{named} spawned names kept");
+    assert!(others > 0, "nothing counted as (others)");
 }
