@@ -348,6 +348,10 @@ fn run(cmd: Command) -> anyhow::Result<Outcome> {
                 json: None,
                 verbose: false,
             };
+            // Bad input is said before anything else.
+            if let Some(dir) = &opts.cluster {
+                trace::resolve_cluster(dir, &pgpreempt::postgres::processes::ProcFs::default())?;
+            }
             eprintln!(
                 "pgpreempt diagnose: tracing for {} ...",
                 humantime::format_duration(a.duration)

@@ -185,6 +185,14 @@ fn bad_trace_input_is_one_line() {
     );
     let e = fails(&["trace", "--comm", "a-name-longer-than-15"], 2);
     assert!(e.contains("1 to 15 bytes"), "{e}");
+    // diagnose: the same checks, said before the session starts (one line,
+    // not after "tracing for ..."); its exit 3 means "found something".
+    fails(&["diagnose", "--duration", "0s"], 2);
+    let e = fails(&["diagnose", "--cluster", "/nonexistent"], 1);
+    assert_eq!(
+        e.trim_end(),
+        "pgpreempt: --cluster /nonexistent: no such directory"
+    );
 }
 
 #[test]
