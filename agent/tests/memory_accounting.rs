@@ -375,6 +375,31 @@ fn second_round(agent: &mut Agent, kid: u32, gate: &Gate, done: &Gate) -> (Count
     round(agent, kid, gate, done)
 }
 
+/// The child's side of [`second_round`]: `first` in the first round,
+/// `measured` in the second, with the child's own minor-fault count over
+/// `measured` stored in `truth` (an `AtomicU64`).
+fn child_rounds(
+    gate: &Gate,
+    done: &Gate,
+    truth: usize,
+    first: impl FnOnce(),
+    measured: impl FnOnce(),
+) {
+    if !gate.pass() {
+        return;
+    }
+    first();
+    done.signal();
+    if !gate.pass() {
+        return;
+    }
+    let before = minflt();
+    measured();
+    unsafe { &*(truth as *const AtomicU64) }.store(minflt() - before, Ordering::SeqCst);
+    done.signal();
+    gate.pass();
+}
+
 fn delta(c: &(Counters, Counters), what: usize) -> u64 {
     c.1.v[what] - c.0.v[what]
 }
@@ -977,22 +1002,18 @@ fn faults_inside_its_own_s_lock_are_counted() {
             s_lock(lock, c"s_lock.c".as_ptr(), 0, c"inside".as_ptr());
         };
         // First round: one call, which maps the uprobes' trampoline page.
-        if !gate.pass() {
-            return;
-        }
         let mut zero = 0u64;
-        call(&mut zero);
-        done.signal();
-        if !gate.pass() {
-            return;
-        }
-        let before = minflt();
-        for i in 0..CALLS {
-            call(unsafe { fresh.add(i * PAGE) } as *mut u64);
-        }
-        unsafe { &*(t as *const AtomicU64) }.store(minflt() - before, Ordering::SeqCst);
-        done.signal();
-        gate.pass();
+        child_rounds(
+            &gate,
+            &done,
+            t,
+            || call(&mut zero),
+            || {
+                for i in 0..CALLS {
+                    call(unsafe { fresh.add(i * PAGE) } as *mut u64);
+                }
+            },
+        );
     }));
     let c = second_round(&mut agent, kid.0, &gate, &done);
     drop(kid);
@@ -1024,21 +1045,17 @@ fn faults_the_kernel_refuses_are_not_counted() {
         let call = |lock: *mut u64| unsafe {
             s_lock(lock, c"s_lock.c".as_ptr(), 0, name);
         };
-        if !gate.pass() {
-            return;
-        }
-        call(&mut zero);
-        done.signal();
-        if !gate.pass() {
-            return;
-        }
-        let before = minflt();
-        for _ in 0..CALLS {
-            call(&mut zero);
-        }
-        unsafe { &*(t as *const AtomicU64) }.store(minflt() - before, Ordering::SeqCst);
-        done.signal();
-        gate.pass();
+        child_rounds(
+            &gate,
+            &done,
+            t,
+            || call(&mut 0u64),
+            || {
+                for _ in 0..CALLS {
+                    call(&mut zero);
+                }
+            },
+        );
     }));
     let c = second_round(&mut agent, kid.0, &gate, &done);
     drop(kid);
