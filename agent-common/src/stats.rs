@@ -208,6 +208,13 @@ pub struct ProcInfo {
     /// Cluster id: a holder and a waiter are matched only within one
     /// cluster (processes sharing one shared-memory segment).
     pub cluster: u32,
+    /// The group a process forked by this one starts in (0: none, the
+    /// child waits for the agent): for a postmaster, its cluster's client
+    /// backends. The kernel gives it to the child at the fork, so that a
+    /// backend that lives a few milliseconds is counted under its cluster
+    /// from its first event (`sched_process_fork`).
+    pub child_group: u32,
+    pub _pad: u32,
 }
 
 /// A thread's run-queue time when the agent started (key: tid), from
@@ -269,7 +276,11 @@ pub mod diag {
     /// A page fault whose mapping could not be looked up (the process's
     /// `mmap_lock` was taken for writing): counted in no region.
     pub const FAULT_REGION_UNKNOWN: usize = 7;
-    pub const NUM: usize = 8;
+    /// A process forked by a postmaster could not be given its cluster at
+    /// the fork (the process-information map is full): it is counted as
+    /// unattributed until the agent classifies it.
+    pub const PROC_INFO_FULL: usize = 8;
+    pub const NUM: usize = 9;
 }
 
 /// How many recent involuntary off-CPU intervals each task keeps for

@@ -45,6 +45,7 @@ pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
     ("sched_waking", Hook::Btf("sched_waking")),
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
+    ("sched_process_fork", Hook::Btf("sched_process_fork")),
     MEMORY_PROGRAMS[0],
     MEMORY_PROGRAMS[1],
     MEMORY_PROGRAMS[2],

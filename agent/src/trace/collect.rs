@@ -453,6 +453,7 @@ mod tests {
                     },
                 ],
                 online_cpus: 2,
+                starts: Default::default(),
             },
             processes: vec![
                 ProcessSample {
