@@ -140,7 +140,7 @@ fn starts_line(r: &Report, d: f64) -> Option<String> {
     if types.is_empty() {
         return None;
     }
-    types.sort_by(|a, b| b.process_starts.cmp(&a.process_starts));
+    types.sort_by_key(|b| std::cmp::Reverse(b.process_starts));
     let parts: Vec<String> = types
         .iter()
         .map(|b| {
