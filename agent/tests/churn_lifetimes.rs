@@ -1418,3 +1418,84 @@ fn children_of_a_postmaster_that_exec_leave_no_process_info_behind() {
         results[1].1
     );
 }
+
+// ---------------------------------------------------------------------------
+// H. A full process-information map at the fork.
+
+const FULL_CHILDREN: usize = 24;
+
+#[repr(C)]
+struct FullBoard {
+    forked: u32,
+}
+
+/// A stand-in postmaster forks more live children than `PROC_INFO` holds:
+/// the kernel cannot label the last ones at their fork
+/// (`process_info_full`), but every start is still counted.
+#[test]
+fn a_full_process_map_at_the_fork_still_counts_every_start() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<FullBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let children = Gate::new();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-pfull");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        gate.pass();
+        let mut pids = [0u32; FULL_CHILDREN];
+        for p in pids.iter_mut() {
+            *p = fork_child(|| {
+                children.pass();
+            });
+        }
+        let board = unsafe { &mut *(b as *mut FullBoard) };
+        unsafe { std::ptr::write_volatile(&mut board.forked, 1) };
+        reap(&pids);
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-pfull".into()],
+        per_process: false,
+        max_processes: 8,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    gate.release(1);
+    let mut cadence = Cadence::new();
+    while unsafe { std::ptr::read_volatile(&board.get().forked) } == 0 {
+        cadence.tick(&mut agent);
+    }
+    for _ in 0..5 {
+        cadence.tick(&mut agent);
+    }
+    children.release(FULL_CHILDREN);
+    for _ in 0..2 {
+        std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+        for _ in 0..10 {
+            agent.refresh();
+        }
+    }
+    let full = agent.diag()[diag::PROC_INFO_FULL];
+    let starts = agent
+        .snapshot()
+        .starts
+        .of_cluster(&data.display().to_string());
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!("{FULL_CHILDREN} children: {full} not labelled at the fork (map full), {starts} starts counted, {lost} events lost");
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+    children.close();
+    assert!(full > 0, "the map never filled: no test");
+    assert_eq!(starts, FULL_CHILDREN as u64, "one start per child");
+}
