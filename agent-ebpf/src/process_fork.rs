@@ -43,10 +43,11 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> u32 {
     };
     // BPF_ANY: an entry under this pid is an earlier process's, whose exit
     // the agent has not folded away yet (it tells them apart by the order
-    // of the notices).
+    // of the notices). A full map leaves the child unattributed until the
+    // agent classifies it; the agent is told all the same, so that its
+    // start is counted.
     if PROC_INFO.insert(&tgid, &info, 0).is_err() {
         bump_diag(diag::PROC_INFO_FULL);
-        return 0;
     }
     match proc_event(PROC_FORK, tgid, ppid) {
         Some(e) => e.submit(0),

@@ -166,7 +166,13 @@ impl KernelMaps for Maps {
     }
 
     fn counted_procs(&self) -> Vec<u32> {
-        self.proc_stats.keys().filter_map(Result::ok).collect()
+        // PROC_INFO too: sched_process_fork writes entries for children
+        // whose fork (and exit) notices the ring may have dropped.
+        let mut v: Vec<u32> = self.proc_stats.keys().filter_map(Result::ok).collect();
+        v.extend(self.proc_info.keys().filter_map(Result::ok));
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 

@@ -1304,3 +1304,198 @@ fn children_of_a_postmaster_that_live_milliseconds_keep_their_labels() {
         lifetimes.sum_seconds
     );
 }
+
+// ---------------------------------------------------------------------------
+// G. Children of a postmaster that exec another program.
+
+/// Children per phase: enough in the second one that their fork notices,
+/// unread while they run, overflow the 256 KiB ring (168 bytes a notice).
+const EXEC_CHILDREN: [u32; 2] = [200, 3000];
+
+#[repr(C)]
+struct ExecBoard {
+    done: [u32; 2],
+}
+
+/// A stand-in postmaster forks children that exec `/bin/true` (their
+/// command name changes, so no exit notice comes). The kernel gives each
+/// one a `PROC_INFO` entry at its fork; once they are gone, only the
+/// postmaster's may be left: first with the agent polling, then with the
+/// agent not reading the ring while they run (the ring overflows, and some
+/// fork notices are lost).
+#[test]
+fn children_of_a_postmaster_that_exec_leave_no_process_info_behind() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<ExecBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let prog = std::ffi::CString::new("/bin/true").unwrap();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-fexec");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        let argv = [prog.as_ptr(), std::ptr::null()];
+        for (phase, n) in EXEC_CHILDREN.iter().enumerate() {
+            gate.pass();
+            for _ in 0..*n {
+                let pid = fork_child(|| unsafe {
+                    libc::execv(prog.as_ptr(), argv.as_ptr());
+                });
+                reap(&[pid]);
+            }
+            let board = unsafe { &mut *(b as *mut ExecBoard) };
+            unsafe { std::ptr::write_volatile(&mut board.done[phase], 1) };
+        }
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-fexec".into()],
+        per_process: false,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    assert_eq!(
+        agent.labels_of(postmaster).map(|l| l.backend_type),
+        Some("postmaster".to_string())
+    );
+    let settle = |agent: &mut Agent| {
+        // Ten refreshes: the tenth sweeps /proc and the maps.
+        for _ in 0..2 {
+            std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+            for _ in 0..10 {
+                agent.refresh();
+            }
+        }
+    };
+    let mut cadence = Cadence::new();
+    let mut results = Vec::new();
+    for phase in 0..2 {
+        gate.release(1);
+        let started = Instant::now();
+        while unsafe { std::ptr::read_volatile(&board.get().done[phase]) } == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "phase {phase}"
+            );
+            if phase == 0 {
+                cadence.tick(&mut agent);
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        settle(&mut agent);
+        let proc_info = agent.map_entries().proc_info;
+        let lost = agent.diag()[diag::EVENTS_LOST];
+        let starts = agent
+            .snapshot()
+            .starts
+            .of_cluster(&data.display().to_string());
+        eprintln!(
+            "phase {phase}: {} children exec'd; PROC_INFO {proc_info} entries, {lost} process events lost, {starts} starts counted",
+            EXEC_CHILDREN[phase]
+        );
+        results.push((proc_info, lost));
+    }
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+    assert_eq!(
+        results[0].0, 1,
+        "phase 0: only the postmaster's entry is left"
+    );
+    assert!(results[1].1 > 0, "phase 1: the ring overflowed (no test)");
+    assert_eq!(
+        results[1].0, 1,
+        "phase 1: only the postmaster's entry is left ({} process events lost)",
+        results[1].1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// H. A full process-information map at the fork.
+
+const FULL_CHILDREN: usize = 24;
+
+#[repr(C)]
+struct FullBoard {
+    forked: u32,
+}
+
+/// A stand-in postmaster forks more live children than `PROC_INFO` holds:
+/// the kernel cannot label the last ones at their fork
+/// (`process_info_full`), but every start is still counted.
+#[test]
+fn a_full_process_map_at_the_fork_still_counts_every_start() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<FullBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let children = Gate::new();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-pfull");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        gate.pass();
+        let mut pids = [0u32; FULL_CHILDREN];
+        for p in pids.iter_mut() {
+            *p = fork_child(|| {
+                children.pass();
+            });
+        }
+        let board = unsafe { &mut *(b as *mut FullBoard) };
+        unsafe { std::ptr::write_volatile(&mut board.forked, 1) };
+        reap(&pids);
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-pfull".into()],
+        per_process: false,
+        max_processes: 8,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    gate.release(1);
+    let mut cadence = Cadence::new();
+    while unsafe { std::ptr::read_volatile(&board.get().forked) } == 0 {
+        cadence.tick(&mut agent);
+    }
+    for _ in 0..5 {
+        cadence.tick(&mut agent);
+    }
+    children.release(FULL_CHILDREN);
+    for _ in 0..2 {
+        std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+        for _ in 0..10 {
+            agent.refresh();
+        }
+    }
+    let full = agent.diag()[diag::PROC_INFO_FULL];
+    let starts = agent
+        .snapshot()
+        .starts
+        .of_cluster(&data.display().to_string());
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!("{FULL_CHILDREN} children: {full} not labelled at the fork (map full), {starts} starts counted, {lost} events lost");
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+    children.close();
+    assert!(full > 0, "the map never filled: no test");
+    assert_eq!(starts, FULL_CHILDREN as u64, "one start per child");
+}

@@ -60,7 +60,9 @@ pub struct Departed {
 pub trait KernelMaps {
     fn set_proc_info(&mut self, tgid: u32, info: ProcInfo);
     fn remove_proc(&mut self, tgid: u32) -> Option<Counters>;
-    /// The processes the kernel keeps per-process counters for.
+    /// The processes the kernel keeps per-process counters or labels for
+    /// (labels: also those it gave a child at its fork, whose notices the
+    /// ring may have dropped).
     fn counted_procs(&self) -> Vec<u32>;
 }
 
@@ -328,7 +330,8 @@ impl Tracker {
         }
         if sweep {
             // Exit notices can be lost (a full ring): anything the kernel
-            // still counts for a process that is gone is folded away too.
+            // still counts or labels for a process that is gone is folded
+            // away too (a fork whose notice was lost left a label).
             for tgid in maps.counted_procs() {
                 if !self.procs.contains_key(&tgid) && !self.procfs.exists(tgid) {
                     self.unclassified_exits.entry(tgid).or_insert(now);
@@ -447,7 +450,10 @@ mod tests {
             self.stats.remove(&tgid)
         }
         fn counted_procs(&self) -> Vec<u32> {
-            self.stats.keys().copied().collect()
+            let mut v: Vec<u32> = self.stats.keys().chain(self.info.keys()).copied().collect();
+            v.sort_unstable();
+            v.dedup();
+            v
         }
     }
 
@@ -600,6 +606,24 @@ mod tests {
             maps.info.contains_key(&30),
             "not harvested with the old one"
         );
+    }
+
+    #[test]
+    fn a_fork_whose_notices_were_lost_leaves_no_label_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_data, mut t, mut maps) = cluster_fixture(tmp.path());
+        // The kernel labelled child 40 at its fork; the ring was full, so
+        // neither its fork nor its exit notice came, and it is gone.
+        let child = ProcInfo {
+            child_group: 0,
+            ..maps.info[&10]
+        };
+        maps.info.insert(40, child);
+        t.refresh(&mut maps, true);
+        std::thread::sleep(EXIT_GRACE);
+        t.refresh(&mut maps, false);
+        assert!(!maps.info.contains_key(&40), "{:?}", maps.info.keys());
+        assert!(maps.info.contains_key(&10));
     }
 
     #[test]
