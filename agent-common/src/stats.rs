@@ -74,34 +74,41 @@ pub mod counter {
     /// Time on a CPU: the growth of the task's `se.sum_exec_runtime`
     /// (schedstat's first field) from one switch-out to the next.
     pub const ON_CPU_NS: usize = 30;
+    /// Of the `WAKEUPS`, those whose waking ran inside a timer expiry
+    /// (`hrtimer_expire_*`, `timer_expire_*`: a timeout of the task's own
+    /// sleep) and those a user process woke (a latch set, a semaphore post,
+    /// a socket or pipe write). The rest (kernel threads, the idle task, a
+    /// waking unseen) is `WAKEUPS` minus both (README, "Idle wake-ups").
+    pub const WAKEUPS_TIMER: usize = 31;
+    pub const WAKEUPS_PROCESS: usize = 32;
 
     // Rare events: per-CPU per process, but one shared copy per group
     // (`SharedGroupStats`, atomic adds), to keep the per-CPU maps small.
     /// `mmap_lock` waits longer than 1 µs.
-    pub const MMAP_LOCK_READ_SLOW: usize = 31;
-    pub const MMAP_LOCK_WRITE_SLOW: usize = 32;
+    pub const MMAP_LOCK_READ_SLOW: usize = 33;
+    pub const MMAP_LOCK_WRITE_SLOW: usize = 34;
     /// Direct reclaim (`mm_vmscan_direct_reclaim_begin/end`) in the task's
     /// own context, and its time.
-    pub const RECLAIM_DIRECT: usize = 33;
-    pub const RECLAIM_DIRECT_NS: usize = 34;
+    pub const RECLAIM_DIRECT: usize = 35;
+    pub const RECLAIM_DIRECT_NS: usize = 36;
     /// Memory-cgroup reclaim (`mm_vmscan_memcg_reclaim_begin/end`).
-    pub const RECLAIM_MEMCG: usize = 35;
-    pub const RECLAIM_MEMCG_NS: usize = 36;
+    pub const RECLAIM_MEMCG: usize = 37;
+    pub const RECLAIM_MEMCG_NS: usize = 38;
     /// Compaction in the task's own context (`mm_compaction_begin/end`).
-    pub const COMPACTIONS: usize = 37;
-    pub const COMPACTION_NS: usize = 38;
+    pub const COMPACTIONS: usize = 39;
+    pub const COMPACTION_NS: usize = 40;
     /// NUMA balancing moved the task to another node (`sched_move_numa`,
     /// `sched_swap_numa`).
-    pub const NUMA_MIGRATIONS: usize = 39;
+    pub const NUMA_MIGRATIONS: usize = 41;
     /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
-    pub const PAGES_MIGRATED: usize = 40;
+    pub const PAGES_MIGRATED: usize = 42;
     /// Number of counters (the rest of the array is reserved).
-    pub const USED: usize = 41;
+    pub const USED: usize = 43;
 }
 
 /// Counters below this index are kept per CPU in [`GroupStats`]; the rest
 /// (rare events) in one shared copy per group ([`SharedGroupStats`]).
-pub const HOT_COUNTERS: usize = 31;
+pub const HOT_COUNTERS: usize = 33;
 
 /// Room for the counters that later measurements add, without a layout change.
 pub const NUM_COUNTERS: usize = 44;

@@ -17,6 +17,7 @@ use crate::maps::{
 };
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();
+static EMPTY_STATE: TaskState = EMPTY;
 
 /// A `struct task_struct *` argument of a tp_btf program. Its fields are
 /// plain loads, which the verifier checks against the kernel's BTF, at
@@ -186,8 +187,10 @@ pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static
             crate::memory::spinners_add(stale.spin_cluster, -1);
         }
     }
-    // BPF_ANY: creates, or replaces a stale entry whole.
-    if TASKS.insert(tid, EMPTY, 0).is_err() {
+    // BPF_ANY: creates, or replaces a stale entry whole. The new value is
+    // read from `.rodata`, not copied onto sched_switch's stack (392 bytes
+    // of its 512).
+    if TASKS.insert(tid, &EMPTY_STATE, 0).is_err() {
         bump_diag(diag::TASK_MAP_FULL);
         warn!(ctx, "pgpreempt: task map full, tid {} not traced", tid);
         return None;

@@ -35,6 +35,17 @@ fn print(title: &str, rows: &[(String, f64, f64)], only: &[&str]) {
     }
 }
 
+/// The scheduler programs and the timer expiries that give a wake-up its
+/// cause.
+const SCHED: [&str; 6] = [
+    "sched_switch",
+    "sched_waking",
+    "hrtimer_expire_entry",
+    "hrtimer_expire_exit",
+    "timer_expire_entry",
+    "timer_expire_exit",
+];
+
 pub fn run() -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
@@ -48,13 +59,13 @@ pub fn run() -> Result<()> {
     print(
         "untraced tasks (perf bench sched pipe on one CPU; nothing traced):",
         &untraced,
-        &["sched_switch", "sched_waking"],
+        &SCHED,
     );
     let traced = with_agent(&["--comm", "sched-pipe"], pipe)?;
     print(
         "traced tasks (the same, with --comm sched-pipe):",
         &traced,
-        &["sched_switch", "sched_waking"],
+        &SCHED,
     );
 
     // The memory programs: a process faulting 100,000 fresh pages of a

@@ -73,6 +73,21 @@ pub fn histogram_metric(labels: Vec<LabelPair>, h: &Hist) -> Metric {
     m
 }
 
+/// Wake-ups by cause (`cause` label values): timer, process, and the
+/// rest, other.
+pub fn wakeup_causes(c: &agent_common::stats::Counters) -> [(&'static str, u64); 3] {
+    let (all, timer, process) = (
+        c.v[counter::WAKEUPS],
+        c.v[counter::WAKEUPS_TIMER],
+        c.v[counter::WAKEUPS_PROCESS],
+    );
+    [
+        ("timer", timer),
+        ("process", process),
+        ("other", all.saturating_sub(timer + process)),
+    ]
+}
+
 /// Every metric family of a snapshot.
 pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     let mut out = Vec::new();
@@ -101,6 +116,22 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
                 ("involuntary", counter::INVOLUNTARY_SWITCHES),
             ],
         ),
+    ));
+
+    out.push(family(
+        "pgpreempt_wakeups_total",
+        "Wake-ups of traced tasks: runs that follow a voluntary sleep, counted when the run ends, by what woke the task. cause=timer: a timer expiry (the task's own timeout: a latch wait's timeout, pg_usleep); process: a user process (a latch set, a semaphore post, a socket or pipe write; also an interrupt that arrived while a process ran); other: the rest (kernel threads, the idle task, a process exiting). Idle wake-ups keep CPUs out of deep idle states.",
+        MetricType::COUNTER,
+        s.groups
+            .iter()
+            .flat_map(|(l, g)| {
+                wakeup_causes(&g.counters).map(|(cause, n)| {
+                    let mut labels = group_labels(l);
+                    labels.push(label("cause", cause));
+                    counter_metric(labels, n as f64)
+                })
+            })
+            .collect(),
     ));
 
     out.push(family(
