@@ -320,7 +320,8 @@ fn idle_edge(agent: &mut pgpreempt::agent::Agent, pids: &[u32]) -> Vec<(u64, Cou
 /// counted at the end of the run it starts, so with the process asleep at
 /// both edges the two count the same sleeps). The wake-ups per second of
 /// each auxiliary process, by cause, are printed: README, "Idle
-/// wake-ups", records them (`PGPREEMPT_IDLE_SECONDS=60`, default 20).
+/// wake-ups", records them (`PGPREEMPT_IDLE_SECONDS=60`, default 20;
+/// `PGPREEMPT_IDLE_SETTLE=150`, seconds idle before the window, default 3).
 #[test]
 fn idle_postgres_wakeups_match_voluntary_switches() {
     use common::postgres::Cluster;
@@ -330,12 +331,19 @@ fn idle_postgres_wakeups_match_voluntary_switches() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // How long the cluster idles before the window: the background writer
+    // sleeps 200 ms until its scan has lapped the buffer pool (about 120 s
+    // with no buffer allocated), then hibernates (10 s sleeps).
+    let settle: u64 = std::env::var("PGPREEMPT_IDLE_SETTLE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let pg = Cluster::start(&[]);
     let mut agent = Agent::start(&Config::default()).expect("agent starts");
     let pids = cluster_processes(pg.postmaster_pid());
     // Let the start-up settle (the first checkpoint, autovacuum's first
     // round) and the agent classify every process.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::thread::sleep(std::time::Duration::from_secs(settle));
     agent.refresh();
     let before = idle_edge(&mut agent, &pids);
     let missed_before = common::missed_switch_outs(&agent);

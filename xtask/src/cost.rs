@@ -46,7 +46,9 @@ const SCHED: [&str; 6] = [
     "timer_expire_exit",
 ];
 
-pub fn run() -> Result<()> {
+/// All five settings, or with `sched_only` the scheduler ones: the pipe
+/// (untraced and traced) and PostgreSQL under pgbench.
+pub fn run(sched_only: bool) -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
         .args(["build", "--release", "-p", "pgpreempt"]))?;
@@ -67,6 +69,10 @@ pub fn run() -> Result<()> {
         &traced,
         &SCHED,
     );
+
+    if sched_only {
+        return pgbench_mixed();
+    }
 
     // The memory programs: a process faulting 100,000 fresh pages of a
     // private mapping, then of a shared one (its mmap and munmap take the
@@ -89,7 +95,12 @@ pub fn run() -> Result<()> {
     );
     let traced = with_agent(&["--comm", faults::COMM], fault)?;
     print("the same, traced (--comm pgp-faults):", &traced, &MEMORY);
+    pgbench_mixed()?;
+    throughput()
+}
 
+/// PostgreSQL under pgbench, every program.
+fn pgbench_mixed() -> Result<()> {
     let pg = Scratch::start()?;
     pg.init_pgbench(2)?;
     let mixed = with_agent(&[], || {
@@ -101,7 +112,7 @@ pub fn run() -> Result<()> {
         &[],
     );
     drop(pg);
-    throughput()
+    Ok(())
 }
 
 /// pgbench TPS with no agent, the agent without uprobes, and the agent with
