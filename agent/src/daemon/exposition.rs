@@ -551,6 +551,26 @@ mod tests {
     }
 
     #[test]
+    fn wakeups_by_cause() {
+        let mut s = snap();
+        let c = &mut s.groups[0].1.counters.v;
+        c[counter::WAKEUPS] = 100;
+        c[counter::WAKEUPS_TIMER] = 60;
+        c[counter::WAKEUPS_PROCESS] = 30;
+        let text = render(&s, "0.1.0");
+        let l = r#"cluster="/var/lib/pg",backend_type="client backend""#;
+        for want in [
+            "# HELP pgpreempt_wakeups_total Wake-ups of traced tasks".to_string(),
+            "# TYPE pgpreempt_wakeups_total counter".to_string(),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="timer"}} 60"#),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="process"}} 30"#),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="other"}} 10"#),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn memory_metrics() {
         let text = render(&memory_snap(), "0.1.0");
         let l = r#"cluster="/var/lib/pg",backend_type="client backend""#;
