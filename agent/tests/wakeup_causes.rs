@@ -57,6 +57,12 @@ fn sleep_once(how: Sleep, epfd: i32) {
     }
 }
 
+/// Switch-ins the kernel did not run `sched_switch` for: the run after
+/// such a one has no cause (counted as other).
+fn missed_switch_ins(agent: &pgpreempt::agent::Agent) -> u64 {
+    agent.diag()[agent_common::stats::diag::SWITCH_IN_MISSED]
+}
+
 fn wakeups(a: &Counters, b: &Counters) -> (u64, u64, u64, u64) {
     let d = |i: usize| b.v[i] - a.v[i];
     let (all, timer, process) = (
@@ -115,11 +121,13 @@ fn a_50ms_sleep_loop_gives_20_timer_wakeups_per_second() {
         .map(|&p| agent.process_counters(p).expect("timer child traced"))
         .collect();
     let missed_before = common::missed_switch_outs(&agent);
+    let in_before = missed_switch_ins(&agent);
     go(&board);
     let pids: Vec<u32> = kids.into_iter().map(Killed::disarm).collect();
     reap(&pids);
     agent.refresh();
-    let missed = common::missed_switch_outs(&agent) - missed_before;
+    let missed_in = missed_switch_ins(&agent) - in_before;
+    let missed = common::missed_switch_outs(&agent) - missed_before + missed_in;
     let board = board.get();
     for (i, how) in [Sleep::Nanosleep, Sleep::Poll, Sleep::Epoll]
         .into_iter()
@@ -148,10 +156,15 @@ fn a_50ms_sleep_loop_gives_20_timer_wakeups_per_second() {
         );
         // The test's futex wake of the child, before its loop.
         common::assert_exact_but_missed(&format!("{how:?}: process wake-ups"), process, 1, missed);
-        assert_eq!(other, 0, "{how:?}: wake-ups counted as other");
+        assert!(
+            other <= missed_in,
+            "{how:?}: {other} wake-ups counted as other ({missed_in} switch-ins missed)"
+        );
+        // At most 20 a second; fewer only if the loop overran its sleeps
+        // (a loaded machine), never by half.
         let rate = timer as f64 / secs;
         assert!(
-            rate <= 20.0 && rate > 15.0,
+            rate <= 20.0 && rate > 10.0,
             "{how:?}: {rate:.1} timer wake-ups per second, not about 20"
         );
     }
@@ -216,11 +229,13 @@ fn processes_waking_each_other_over_pipes_give_process_wakeups() {
         .map(|&p| agent.process_counters(p).expect("player traced"))
         .collect();
     let missed_before = common::missed_switch_outs(&agent);
+    let in_before = missed_switch_ins(&agent);
     go(&board);
     let pids: Vec<u32> = kids.into_iter().map(Killed::disarm).collect();
     reap(&pids);
     agent.refresh();
-    let missed = common::missed_switch_outs(&agent) - missed_before;
+    let missed_in = missed_switch_ins(&agent) - in_before;
+    let missed = common::missed_switch_outs(&agent) - missed_before + missed_in;
     let board = board.get();
     let mut slept = 0;
     for i in 0..2 {
@@ -239,7 +254,10 @@ fn processes_waking_each_other_over_pipes_give_process_wakeups() {
             missed,
         );
         assert_eq!(timer, 0, "player {i}: timer wake-ups");
-        assert_eq!(other, 0, "player {i}: wake-ups counted as other");
+        assert!(
+            other <= missed_in,
+            "player {i}: {other} wake-ups counted as other ({missed_in} switch-ins missed)"
+        );
     }
     // On one CPU, at least one of the two sleeps per round trip.
     assert!(
