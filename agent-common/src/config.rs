@@ -172,6 +172,12 @@ pub struct TaskLayout {
     /// (part of the key of a cached mapping: a reused pid can also get the
     /// freed `mm` back, with the same lock sequence).
     pub group_leader: u32,
+    /// `mm_struct.arg_start` and `arg_end` (unsigned long): where the
+    /// process's argv lies, which PostgreSQL overwrites with its title;
+    /// read at `sched_process_exit` for a process that exits before the
+    /// agent read its title.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
     pub _pad: u32,
 }
 

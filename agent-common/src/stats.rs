@@ -74,41 +74,43 @@ pub mod counter {
     /// Time on a CPU: the growth of the task's `se.sum_exec_runtime`
     /// (schedstat's first field) from one switch-out to the next.
     pub const ON_CPU_NS: usize = 30;
+
+    // Rare events: per-CPU per process, but one shared copy per group
+    // (`SharedGroupStats`, atomic adds), to keep the per-CPU maps small.
+    /// `mmap_lock` waits longer than 1 µs.
+    pub const MMAP_LOCK_READ_SLOW: usize = 31;
+    pub const MMAP_LOCK_WRITE_SLOW: usize = 32;
+    /// Direct reclaim (`mm_vmscan_direct_reclaim_begin/end`) in the task's
+    /// own context, and its time.
+    pub const RECLAIM_DIRECT: usize = 33;
+    pub const RECLAIM_DIRECT_NS: usize = 34;
+    /// Memory-cgroup reclaim (`mm_vmscan_memcg_reclaim_begin/end`).
+    pub const RECLAIM_MEMCG: usize = 35;
+    pub const RECLAIM_MEMCG_NS: usize = 36;
+    /// Compaction in the task's own context (`mm_compaction_begin/end`).
+    pub const COMPACTIONS: usize = 37;
+    pub const COMPACTION_NS: usize = 38;
+    /// NUMA balancing moved the task to another node (`sched_move_numa`,
+    /// `sched_swap_numa`).
+    pub const NUMA_MIGRATIONS: usize = 39;
+    /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
+    pub const PAGES_MIGRATED: usize = 40;
     /// Of the `WAKEUPS`, those whose waking ran inside a timer expiry
     /// (`hrtimer_expire_*`, `timer_expire_*`: a timeout of the task's own
     /// sleep) and those a user process woke (a latch set, a semaphore post,
     /// a socket or pipe write). The rest (kernel threads, the idle task, a
     /// waking unseen) is `WAKEUPS` minus both (README, "Idle wake-ups").
-    pub const WAKEUPS_TIMER: usize = 31;
-    pub const WAKEUPS_PROCESS: usize = 32;
-
-    // Rare events: per-CPU per process, but one shared copy per group
-    // (`SharedGroupStats`, atomic adds), to keep the per-CPU maps small.
-    /// `mmap_lock` waits longer than 1 µs.
-    pub const MMAP_LOCK_READ_SLOW: usize = 33;
-    pub const MMAP_LOCK_WRITE_SLOW: usize = 34;
-    /// Direct reclaim (`mm_vmscan_direct_reclaim_begin/end`) in the task's
-    /// own context, and its time.
-    pub const RECLAIM_DIRECT: usize = 35;
-    pub const RECLAIM_DIRECT_NS: usize = 36;
-    /// Memory-cgroup reclaim (`mm_vmscan_memcg_reclaim_begin/end`).
-    pub const RECLAIM_MEMCG: usize = 37;
-    pub const RECLAIM_MEMCG_NS: usize = 38;
-    /// Compaction in the task's own context (`mm_compaction_begin/end`).
-    pub const COMPACTIONS: usize = 39;
-    pub const COMPACTION_NS: usize = 40;
-    /// NUMA balancing moved the task to another node (`sched_move_numa`,
-    /// `sched_swap_numa`).
-    pub const NUMA_MIGRATIONS: usize = 41;
-    /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
-    pub const PAGES_MIGRATED: usize = 42;
+    /// Shared per group, not per CPU: two more per-CPU counters would take
+    /// the daemon's maps past 32 MiB at 96 CPUs (README, "Map memory").
+    pub const WAKEUPS_TIMER: usize = 41;
+    pub const WAKEUPS_PROCESS: usize = 42;
     /// Number of counters (the rest of the array is reserved).
     pub const USED: usize = 43;
 }
 
 /// Counters below this index are kept per CPU in [`GroupStats`]; the rest
 /// (rare events) in one shared copy per group ([`SharedGroupStats`]).
-pub const HOT_COUNTERS: usize = 33;
+pub const HOT_COUNTERS: usize = 31;
 
 /// Room for the counters that later measurements add, without a layout change.
 pub const NUM_COUNTERS: usize = 44;
@@ -215,6 +217,13 @@ pub struct ProcInfo {
     /// Cluster id: a holder and a waiter are matched only within one
     /// cluster (processes sharing one shared-memory segment).
     pub cluster: u32,
+    /// The group a process forked by this one starts in (0: none, the
+    /// child waits for the agent): for a postmaster, its cluster's client
+    /// backends. The kernel gives it to the child at the fork, so that a
+    /// backend that lives a few milliseconds is counted under its cluster
+    /// from its first event (`sched_process_fork`).
+    pub child_group: u32,
+    pub _pad: u32,
 }
 
 /// A thread's run-queue time when the agent started (key: tid), from
@@ -276,7 +285,11 @@ pub mod diag {
     /// A page fault whose mapping could not be looked up (the process's
     /// `mmap_lock` was taken for writing): counted in no region.
     pub const FAULT_REGION_UNKNOWN: usize = 7;
-    pub const NUM: usize = 8;
+    /// A process forked by a postmaster could not be given its cluster at
+    /// the fork (the process-information map is full): it is counted as
+    /// unattributed until the agent classifies it.
+    pub const PROC_INFO_FULL: usize = 8;
+    pub const NUM: usize = 9;
 }
 
 /// How many recent involuntary off-CPU intervals each task keeps for

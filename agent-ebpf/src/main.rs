@@ -21,6 +21,8 @@ mod memory;
 #[cfg(target_arch = "bpf")]
 mod process_exit;
 #[cfg(target_arch = "bpf")]
+mod process_fork;
+#[cfg(target_arch = "bpf")]
 mod sched_switch;
 #[cfg(target_arch = "bpf")]
 mod spinlock;

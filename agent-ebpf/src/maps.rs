@@ -1,5 +1,6 @@
 //! Maps, their value types and load-time settings. Sizes marked "set by the agent" are
 //! overridden with `EbpfLoader::set_max_entries`.
+use agent_common::event::ProcEvent;
 use agent_common::{
     config::{CommFilter, TaskLayout, TracepointLayout, MAX_GROUPS, MAX_PREEMPTORS},
     futex::SyscallLayout,
@@ -10,7 +11,9 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{
+        ring_buf::RingBufEntry, Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
     Global,
 };
 
@@ -190,6 +193,8 @@ pub static TASK_LAYOUT: Global<TaskLayout> = Global::new(TaskLayout {
     self_exec_id: 0,
     sum_exec_runtime: 0,
     group_leader: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
     _pad: 0,
 });
 
@@ -287,9 +292,11 @@ pub static PREEMPTORS: HashMap<PreemptorKey, u64> = HashMap::with_max_entries(MA
 #[map]
 pub static PREEMPTOR_KEY: PerCpuArray<PreemptorKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// Process births and deaths, for the agent. Rare, so a ring buffer.
+/// Process births and deaths, for the agent. Rare, so a ring buffer: at
+/// 1,000 connections a second (a fork and an exit each, 160 bytes an
+/// event), 256 KiB hold 0.8 s of them if the agent falls behind.
 #[map]
-pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// The mapping a traced fault outside the main segment last landed in, on
 /// this CPU (see `memory::region`).
@@ -380,6 +387,26 @@ macro_rules! task_layout {
     };
 }
 pub(crate) use task_layout;
+
+/// Reserves a process notice in `PROC_EVENTS` with its head written; the
+/// caller fills the rest in place (a notice is too big for `sched_switch`'s
+/// stack) and submits it. `None` (counted) when the ring is full.
+#[inline(always)]
+pub fn proc_event(kind: u32, tgid: u32, ppid: u32) -> Option<RingBufEntry<ProcEvent>> {
+    let Some(mut e) = PROC_EVENTS.reserve::<ProcEvent>(0) else {
+        bump_diag(diag::EVENTS_LOST);
+        return None;
+    };
+    let p = e.as_mut_ptr();
+    unsafe {
+        (*p).kind = kind;
+        (*p).tgid = tgid;
+        (*p).ppid = ppid;
+        (*p).title_len = 0;
+        (*p).lifetime_ns = 0;
+    }
+    Some(e)
+}
 
 #[inline(always)]
 pub fn bump_diag(idx: usize) {

@@ -37,13 +37,13 @@ const VM_HUGETLB: u64 = 0x0040_0000;
 /// The running task's state if it is traced, created on its first event
 /// (a new backend faults before it first switches out).
 #[inline(always)]
-fn traced_current(ctx: &BtfTracePointContext) -> Option<&'static mut TaskState> {
+fn traced_current() -> Option<&'static mut TaskState> {
     let t = KernelTask::current();
     if !t.comm_traced() {
         return None;
     }
-    let ts = task_or_create(ctx, t)?;
-    if !resolve_current(ctx, ts) {
+    let ts = task_or_create(t)?;
+    if !resolve_current(ts) {
         return None;
     }
     Some(ts)
@@ -130,7 +130,7 @@ pub fn page_fault_kernel(ctx: BtfTracePointContext) -> u32 {
 
 #[inline(always)]
 fn fault(ctx: &BtfTracePointContext) {
-    let Some(ts) = traced_current(ctx) else {
+    let Some(ts) = traced_current() else {
         return;
     };
     let address = ctx.arg::<u64>(0);
@@ -305,7 +305,7 @@ fn mm_and_seq(t: KernelTask) -> (u64, u32) {
 /// asks for an `mmap_lock` (try-locks come here too, and wait for nothing).
 #[btf_tracepoint(function = "mmap_lock_start_locking")]
 pub fn mmap_lock_start_locking(ctx: BtfTracePointContext) -> u32 {
-    let Some(ts) = traced_current(&ctx) else {
+    let Some(ts) = traced_current() else {
         return 0;
     };
     if ts.flags & FINDING_VMA != 0 {
@@ -346,8 +346,8 @@ pub fn mmap_lock_acquire_returned(ctx: BtfTracePointContext) -> u32 {
 
 /// A reclaim or compaction begins in the task's own context.
 #[inline(always)]
-fn stall_begin(ctx: &BtfTracePointContext, kind: u64) {
-    let Some(ts) = traced_current(ctx) else {
+fn stall_begin(kind: u64) {
+    let Some(ts) = traced_current() else {
         return;
     };
     let now = unsafe { bpf_ktime_get_ns() };
@@ -397,8 +397,8 @@ fn stall_end(kind: u64) {
 }
 
 #[btf_tracepoint(function = "mm_vmscan_direct_reclaim_begin")]
-pub fn direct_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
-    stall_begin(&ctx, STALL_RECLAIM_DIRECT);
+pub fn direct_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
+    stall_begin(STALL_RECLAIM_DIRECT);
     0
 }
 
@@ -409,8 +409,8 @@ pub fn direct_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
 }
 
 #[btf_tracepoint(function = "mm_vmscan_memcg_reclaim_begin")]
-pub fn memcg_reclaim_begin(ctx: BtfTracePointContext) -> u32 {
-    stall_begin(&ctx, STALL_RECLAIM_MEMCG);
+pub fn memcg_reclaim_begin(_ctx: BtfTracePointContext) -> u32 {
+    stall_begin(STALL_RECLAIM_MEMCG);
     0
 }
 
@@ -423,8 +423,8 @@ pub fn memcg_reclaim_end(_ctx: BtfTracePointContext) -> u32 {
 /// Compaction of one zone; in a traced task's context it is direct
 /// compaction (kcompactd is a kernel thread, never traced).
 #[btf_tracepoint(function = "mm_compaction_begin")]
-pub fn compaction_begin(ctx: BtfTracePointContext) -> u32 {
-    stall_begin(&ctx, STALL_COMPACTION);
+pub fn compaction_begin(_ctx: BtfTracePointContext) -> u32 {
+    stall_begin(STALL_COMPACTION);
     0
 }
 

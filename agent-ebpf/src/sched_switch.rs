@@ -77,10 +77,10 @@ fn switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, clock: &
         final_switch_out(ctx, prev, state, clock);
         return;
     }
-    let Some(ts) = task_or_create(ctx, prev) else {
+    let Some(ts) = task_or_create(prev) else {
         return;
     };
-    if resolve_current(ctx, ts) {
+    if resolve_current(ts) {
         account_switch_out(ctx, prev, ts, state, clock);
     }
 }
@@ -107,7 +107,7 @@ fn final_switch_out(ctx: &BtfTracePointContext, prev: KernelTask, state: u64, cl
             ts
         }
     };
-    if resolve_current(ctx, ts) {
+    if resolve_current(ts) {
         account_switch_out(ctx, prev, ts, state, clock);
     }
     let tid = prev.pid();

@@ -1,15 +1,13 @@
 //! Per-task state, the process filter, and reading tracepoint records.
 use agent_common::{
     config::CommFilter,
-    event::{ProcEvent, PROC_NEW},
+    event::{ProcNotice, PROC_NEW},
     stats::{diag, Counters},
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_task_pt_regs},
     programs::BtfTracePointContext,
-    EbpfContext,
 };
-use aya_log_ebpf::warn;
 
 use crate::maps::{
     bump_diag, global_field, task_layout, TaskState, ANNOUNCED, COMMS, EMPTY, GENERATION, IGNORED,
@@ -138,6 +136,24 @@ impl KernelTask {
         self.load(task_layout!(task_mm))
     }
 
+    /// Where the process's argv lies (`mm->arg_start`, `arg_end`): (0, 0)
+    /// without an `mm` (a kernel thread, or a task past `exit_mm`).
+    #[inline(always)]
+    pub fn arg_area(self) -> (u64, u64) {
+        let mm = self.mm();
+        if mm == 0 {
+            return (0, 0);
+        }
+        let mm = mm as *const u8;
+        let (start, end) = (task_layout!(mm_arg_start), task_layout!(mm_arg_end));
+        unsafe {
+            (
+                core::ptr::read_volatile(mm.add(start as usize) as *const u64),
+                core::ptr::read_volatile(mm.add(end as usize) as *const u64),
+            )
+        }
+    }
+
     /// Non-zero while the task runs with page faults disabled.
     #[inline(always)]
     pub fn pagefault_disabled(self) -> i32 {
@@ -174,7 +190,7 @@ pub fn comm_matches(lo: u64, hi: u64) -> bool {
 /// The state of task `t`, created if missing. An entry left by an earlier
 /// task with the same tid (its final switch-out unseen) is started afresh.
 #[inline(always)]
-pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static mut TaskState> {
+pub fn task_or_create(t: KernelTask) -> Option<&'static mut TaskState> {
     if let Some(ts) = own_state(t) {
         return Some(ts);
     }
@@ -191,8 +207,9 @@ pub fn task_or_create<C: EbpfContext>(ctx: &C, t: KernelTask) -> Option<&'static
     // read from `.rodata`, not copied onto sched_switch's stack (392 bytes
     // of its 512).
     if TASKS.insert(tid, &EMPTY_STATE, 0).is_err() {
+        // Counted, not logged: a log call is a subprogram whose stack adds
+        // to sched_switch's (512 bytes in all). The agent reports the count.
         bump_diag(diag::TASK_MAP_FULL);
-        warn!(ctx, "pgpreempt: task map full, tid {} not traced", tid);
         return None;
     }
     let ts = unsafe { &mut *TASKS.get_ptr_mut(tid)? };
@@ -225,7 +242,7 @@ pub fn task(t: KernelTask) -> Option<&'static mut TaskState> {
 /// its process (the first time), applies `--pid`, and refreshes its group
 /// if the agent changed any. Returns false if the task is not traced.
 #[inline(always)]
-pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
+pub fn resolve_current(ts: &mut TaskState) -> bool {
     if ts.flags & IGNORED != 0 {
         return false;
     }
@@ -237,10 +254,10 @@ pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
             return false;
         }
         if PER_PROCESS.load() != 0 {
-            add_process(ctx, tgid);
+            add_process(tgid);
         }
     }
-    refresh_group(ctx, ts);
+    refresh_group(ts);
     true
 }
 
@@ -251,11 +268,24 @@ pub fn resolve_current<C: EbpfContext>(ctx: &C, ts: &mut TaskState) -> bool {
 #[inline(always)]
 pub fn current_labels(ts: &TaskState) -> (u32, u32) {
     if ts.generation != generation() {
-        if let Some(info) = unsafe { PROC_INFO.get(ts.tgid) } {
-            return (info.group, info.cluster);
+        if let Some((group, cluster)) = labels_of(ts.tgid) {
+            return (group, cluster);
         }
     }
     (ts.group, ts.cluster)
+}
+
+/// A process's group and cluster from `PROC_INFO`, two loads from the map
+/// value (no copy of it on the stack).
+#[inline(always)]
+pub fn labels_of(tgid: u32) -> Option<(u32, u32)> {
+    let info = PROC_INFO.get_ptr(tgid)?;
+    unsafe {
+        Some((
+            core::ptr::read_volatile(core::ptr::addr_of!((*info).group)),
+            core::ptr::read_volatile(core::ptr::addr_of!((*info).cluster)),
+        ))
+    }
 }
 
 #[inline(always)]
@@ -268,7 +298,7 @@ fn generation() -> u64 {
 
 /// Makes sure the process has a per-process entry.
 #[inline(always)]
-fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
+fn add_process(tgid: u32) {
     if PROC_STATS.get_ptr_mut(tgid).is_some() {
         return;
     }
@@ -276,13 +306,9 @@ fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
     match PROC_STATS.insert(tgid, &ZERO_COUNTERS, 1) {
         Ok(()) => {}
         Err(e) if e == -17 => {} // EEXIST: another thread won
-        Err(_) => {
-            bump_diag(diag::PROC_MAP_FULL);
-            warn!(
-                ctx,
-                "pgpreempt: process map full, tgid {} counted in its group only", tgid
-            );
-        }
+        // Counted (not logged, as in `task_or_create`): the process is
+        // counted in its group only.
+        Err(_) => bump_diag(diag::PROC_MAP_FULL),
     }
 }
 
@@ -292,32 +318,23 @@ fn add_process<C: EbpfContext>(ctx: &C, tgid: u32) {
 /// The generation is kept on a miss too: the lookup is not repeated at every
 /// switch until the agent changes something.
 #[inline(always)]
-fn refresh_group<C: EbpfContext>(ctx: &C, ts: &mut TaskState) {
+fn refresh_group(ts: &mut TaskState) {
     let generation = generation();
     if ts.generation == generation {
         return;
     }
     ts.generation = generation;
-    if let Some(info) = unsafe { PROC_INFO.get(ts.tgid) } {
-        ts.group = info.group;
-        ts.cluster = info.cluster;
+    if let Some((group, cluster)) = labels_of(ts.tgid) {
+        ts.group = group;
+        ts.cluster = cluster;
     } else if ts.flags & ANNOUNCED == 0 {
         ts.flags |= ANNOUNCED;
-        if PROC_EVENTS
-            .output(
-                ProcEvent {
-                    kind: PROC_NEW,
-                    tgid: ts.tgid,
-                },
-                0,
-            )
-            .is_err()
-        {
+        let notice = ProcNotice {
+            kind: PROC_NEW,
+            tgid: ts.tgid,
+        };
+        if PROC_EVENTS.output(notice, 0).is_err() {
             bump_diag(diag::EVENTS_LOST);
-            warn!(
-                ctx,
-                "pgpreempt: process event ring full, new process {} not sent", ts.tgid
-            );
         }
     }
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use agent_common::{
-    event::{ProcEvent, PROC_EXIT, PROC_NEW},
+    event::{ProcEvent, ProcNotice, PROC_EXIT, PROC_FORK, PROC_NEW},
     stats::{
         diag, Counters, GroupStats, GroupTotals, PreemptorKey, ProcInfo, Segment, SharedGroupStats,
         SiteName, SpinKey, SpinStats, TaskSeed, PREEMPTOR_OVERFLOW,
@@ -27,6 +27,7 @@ use crate::{
     postgres::processes::ProcFs,
     postgres::shared_memory::{self, ClusterSegment},
     postgres::spin_sites::{SiteLabels, SpinSite},
+    postgres::starts::Starts,
     postgres::tracker::{KernelMaps, Tracker},
 };
 
@@ -48,6 +49,9 @@ pub struct Snapshot {
     pub preemptors: Vec<Preemptor>,
     /// CPUs online on the host.
     pub online_cpus: u32,
+    /// Processes started (forked by a cluster's processes) and their
+    /// lifetimes, since the start.
+    pub starts: Starts,
 }
 
 /// The tasks of one command name that ran next when processes of one
@@ -162,7 +166,13 @@ impl KernelMaps for Maps {
     }
 
     fn counted_procs(&self) -> Vec<u32> {
-        self.proc_stats.keys().filter_map(Result::ok).collect()
+        // PROC_INFO too: sched_process_fork writes entries for children
+        // whose fork (and exit) notices the ring may have dropped.
+        let mut v: Vec<u32> = self.proc_stats.keys().filter_map(Result::ok).collect();
+        v.extend(self.proc_info.keys().filter_map(Result::ok));
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 }
 
@@ -256,16 +266,21 @@ impl Agent {
     /// ring buffer is read through shared memory, without a syscall when empty.
     pub fn poll(&mut self) {
         while let Some(item) = self.events.next() {
-            if item.len() < std::mem::size_of::<ProcEvent>() {
+            if item.len() < std::mem::size_of::<ProcNotice>() {
                 continue;
             }
-            // SAFETY: the kernel wrote a ProcEvent; read_unaligned copes with any alignment.
-            let ev: ProcEvent =
-                unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ProcEvent) };
+            // SAFETY: the kernel wrote a ProcNotice, or a ProcEvent (which
+            // starts with one) when the record is that long;
+            // read_unaligned copes with any alignment.
+            let head: ProcNotice =
+                unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ProcNotice) };
+            let full = (item.len() >= std::mem::size_of::<ProcEvent>())
+                .then(|| unsafe { std::ptr::read_unaligned(item.as_ptr() as *const ProcEvent) });
             drop(item);
-            match ev.kind {
-                PROC_NEW => self.tracker.on_new(ev.tgid, &mut self.maps),
-                PROC_EXIT => self.tracker.on_exit(ev.tgid),
+            match (head.kind, full) {
+                (PROC_NEW, _) => self.tracker.on_new(head.tgid, &mut self.maps),
+                (PROC_FORK, Some(ev)) => self.tracker.on_fork(ev.tgid, ev.ppid, &mut self.maps),
+                (PROC_EXIT, Some(ev)) => self.tracker.on_exit(ev.tgid, ev.title(), ev.lifetime_ns),
                 _ => {}
             }
         }
@@ -585,6 +600,7 @@ impl Agent {
             shared_memory: self.shared_memory(),
             preemptors: self.preemptors(),
             online_cpus: online_cpus(),
+            starts: self.tracker.starts.clone(),
         }
     }
 

@@ -264,6 +264,8 @@ fn parse() -> Result<Cli, clap::Error> {
 }
 
 fn main() -> ExitCode {
+    // Before anything sizeable is allocated (see daemon::heap).
+    daemon::heap::tune();
     let cli = match parse() {
         Ok(c) => c,
         Err(e) => {

@@ -411,6 +411,63 @@ fn churn_leaves_no_task_or_process_entries_behind() {
         s.maps.proc_info <= s.live.processes + SETTLED_SLACK,
         "2 s after the churn: {s}: process entries left behind"
     );
+    // The labels: the switches of the backends (each lives a few ms) are
+    // counted under their cluster and `client backend` from their fork, as
+    // `pgpreempt run` exports them; nothing under `other` or unattributed.
+    std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+    agent.refresh();
+    let cluster = pg.data().canonicalize().unwrap().display().to_string();
+    let snapshot = agent.snapshot();
+    let switches = |cluster: &str, backend_type: &str| -> u64 {
+        snapshot
+            .groups
+            .iter()
+            .filter(|(l, _)| l.cluster == cluster && l.backend_type == backend_type)
+            .map(|(_, g)| {
+                g.counters.v[counter::VOLUNTARY_SWITCHES]
+                    + g.counters.v[counter::INVOLUNTARY_SWITCHES]
+            })
+            .sum()
+    };
+    let client = switches(&cluster, "client backend");
+    let other = switches(&cluster, "other");
+    let unattributed = switches(pgpreempt::postgres::groups::UNASSIGNED_CLUSTER, "other");
+    let starts = snapshot
+        .starts
+        .starts
+        .iter()
+        .find(|(l, _)| l.cluster == cluster && l.backend_type == "client backend")
+        .map_or(0, |(_, n)| *n);
+    let lifetimes = snapshot
+        .starts
+        .lifetimes
+        .iter()
+        .find(|(l, _)| l.cluster == cluster && l.backend_type == "client backend")
+        .map(|(_, h)| h.clone())
+        .unwrap_or_default();
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!(
+        "switches: client backend {client}, other {other}, unattributed {unattributed}; {starts} client-backend starts for {transactions} connections ({:.0}/s), {} lifetimes (mean {:.1} ms); {lost} process events lost",
+        starts as f64 / DAEMON_CHURN_SECS as f64,
+        lifetimes.count,
+        lifetimes.sum_seconds * 1e3 / lifetimes.count.max(1) as f64
+    );
+    assert!(
+        (other + unattributed) * 100 <= client,
+        "{} switches of the backends under other labels, against {client} labelled client backend",
+        other + unattributed
+    );
+    assert_eq!(unattributed, 0, "nothing of the cluster is unattributed");
+    assert!(
+        starts as f64 >= transactions as f64 * 0.99
+            && starts as f64 <= transactions as f64 * 1.01 + 4.0,
+        "{starts} client-backend starts counted for {transactions} connections"
+    );
+    assert!(
+        lifetimes.count + lost >= starts && lifetimes.count <= starts,
+        "{} lifetimes for {starts} starts ({lost} process events lost)",
+        lifetimes.count
+    );
 }
 
 /// A trace session under connection churn: per-process counters of every
@@ -442,36 +499,42 @@ fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
         s.maps.tasks <= s.live.threads + SETTLED_SLACK
             && s.maps.proc_stats <= s.live.processes + SETTLED_SLACK
     });
-    // A backend that exited before its title was read is in the report
-    // too, under the labels the agent had (the postmaster's, when it read
-    // the fork's title before the backend set its own) or unclassified
-    // (cluster "unattributed", backend type "other"): every connection has
-    // a row, if not always its labels.
-    // The last backends exited at the end: the agent folds their counters
-    // away (into `departed`) after its exit grace, so count once that has
-    // passed.
+    // Every backend, also one that exited before the agent read its title
+    // (most of them live a few ms), is labelled with its cluster from its
+    // fork and as a client backend (its title read as it exited, or the
+    // assumption for a child of a postmaster): none is unclassified or
+    // `other`. The last backends exited at the end: the agent folds their
+    // counters away (into `departed`) after its exit grace, so count once
+    // that has passed.
     for _ in 0..2 {
         std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE + Duration::from_millis(100));
         agent.refresh();
     }
     let unclassified = pgpreempt::postgres::processes::Classified::unclassified();
-    let mut departed_by_type = std::collections::BTreeMap::<String, u64>::new();
+    let mut by_labels = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    let mut note = |cluster: &str, backend_type: &str, c: &Counters| {
+        let e = by_labels
+            .entry(format!("{cluster}/{backend_type}"))
+            .or_default();
+        e.0 += 1;
+        e.1 += c.v[counter::VOLUNTARY_SWITCHES] + c.v[counter::INVOLUNTARY_SWITCHES];
+    };
     for d in &agent.tracker.departed {
         // Not an autovacuum worker or another process the cluster starts
-        // and stops on its own: those were classified before they exited.
+        // and stops on its own.
         let backend = matches!(d.class.backend_type, "client backend" | "other");
         if (d.class.cluster == cluster && backend) || d.class == unclassified {
-            *departed_by_type
-                .entry(format!(
-                    "{}/{}",
-                    d.class.cluster == cluster,
-                    d.class.backend_type
-                ))
-                .or_default() += 1;
+            note(&d.class.cluster, d.class.backend_type, &d.counters);
         }
     }
-    eprintln!("departed (this cluster?/backend type): {departed_by_type:?}");
-    let departed: u64 = departed_by_type.values().sum();
+    eprintln!("departed (cluster/backend type: processes, switches): {by_labels:?}");
+    let client = format!("{cluster}/client backend");
+    let (departed, departed_switches) = by_labels.get(&client).copied().unwrap_or_default();
+    let mislabelled: u64 = by_labels
+        .iter()
+        .filter(|(k, _)| **k != client)
+        .map(|(_, v)| v.1)
+        .sum();
     let live = agent
         .tracker
         .procs
@@ -481,8 +544,23 @@ fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
         })
         .count() as u64;
     let lost = agent.diag()[diag::EVENTS_LOST];
+    let snapshot = agent.snapshot();
+    let starts = snapshot
+        .starts
+        .starts
+        .iter()
+        .find(|(l, _)| l.cluster == cluster && l.backend_type == "client backend")
+        .map_or(0, |(_, n)| *n);
+    let unattributed: u64 = snapshot
+        .groups
+        .iter()
+        .filter(|(l, _)| l.cluster == pgpreempt::postgres::groups::UNASSIGNED_CLUSTER)
+        .map(|(_, g)| {
+            g.counters.v[counter::VOLUNTARY_SWITCHES] + g.counters.v[counter::INVOLUNTARY_SWITCHES]
+        })
+        .sum();
     eprintln!(
-        "{transactions} connections; client backends in the report: {departed} departed + {live} tracked; {lost} process events lost; 2 s after the end: {s}"
+        "{transactions} connections; client backends in the report: {departed} departed + {live} tracked, {starts} starts counted; {lost} process events lost; switches of client backends {departed_switches}, under other labels {mislabelled}, unattributed {unattributed}; 2 s after the end: {s}"
     );
     assert!(
         transactions > 1000,
@@ -502,6 +580,17 @@ fn churn_in_a_trace_session_leaves_no_process_counters_behind() {
         departed + live + lost >= transactions,
         "the session saw {} client backends ({departed} departed, {live} tracked, {lost} process events lost) for {transactions} connections",
         departed + live
+    );
+    assert!(
+        mislabelled * 100 <= departed_switches,
+        "{mislabelled} switches of short-lived processes under other labels, against {departed_switches} labelled client backend: {by_labels:?}"
+    );
+    assert_eq!(unattributed, 0, "nothing of the cluster is unattributed");
+    // One start per connection, within 1% (and the few setup connections).
+    assert!(
+        starts as f64 >= transactions as f64 * 0.99
+            && starts as f64 <= transactions as f64 * 1.01 + 4.0,
+        "{starts} client-backend starts counted for {transactions} connections"
     );
 }
 
@@ -1025,4 +1114,388 @@ fn spin_counts_are_exact_under_preemption() {
     assert!(site.is_some(), "site StrategyGetBuffer missing: {sites:?}");
     assert_eq!(site_count, total, "the site's histogram count");
     assert_eq!(site_delays, total, "the site's sleeps");
+}
+
+// ---------------------------------------------------------------------------
+// F. Children of a postmaster that live 1-20 ms.
+
+const BRIEF_CHILDREN: usize = 400;
+
+#[repr(C)]
+struct BriefBoard {
+    /// Each child's own `getrusage` counts, read just before its `_exit`.
+    own_nvcsw: [u64; BRIEF_CHILDREN],
+    own_nivcsw: [u64; BRIEF_CHILDREN],
+    /// `wait4`'s, for its whole life (the final switch included).
+    final_nvcsw: [u64; BRIEF_CHILDREN],
+    final_nivcsw: [u64; BRIEF_CHILDREN],
+    done: u32,
+}
+
+/// A stand-in postmaster (its working directory holds a `postmaster.pid`
+/// naming it, which is how the agent finds a cluster) forks children that
+/// each live 1 to 20 ms, sleeping and burning CPU, four per CPU at a time,
+/// and exit before the agent can read their titles. What `pgpreempt run`
+/// counts for them (groups only) must be under the cluster and `client
+/// backend` (the label of a postmaster's child whose title never became
+/// another type), within 1% of their own counts; nothing under `other` or
+/// unattributed; one start and one lifetime each.
+#[test]
+fn children_of_a_postmaster_that_live_milliseconds_keep_their_labels() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<BriefBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-brief");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        // Until the agent knows it as a postmaster.
+        gate.pass();
+        let board = unsafe { &mut *(b as *mut BriefBoard) };
+        let batch =
+            (SHORT_PER_CPU * std::thread::available_parallelism().map_or(2, |n| n.get())).min(64);
+        let mut pids = [0u32; 64];
+        for start in (0..BRIEF_CHILDREN).step_by(batch) {
+            let end = (start + batch).min(BRIEF_CHILDREN);
+            for i in start..end {
+                pids[i - start] = fork_child(move || {
+                    let board = unsafe { &mut *(b as *mut BriefBoard) };
+                    // 0 to 3 sleeps of 1 ms, and 1 to 20 ms of CPU.
+                    for _ in 0..i % 4 {
+                        sleep_ns(1_000_000);
+                    }
+                    burn_cpu(short_cpu_ns(i));
+                    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+                    board.own_nvcsw[i] = ru.ru_nvcsw as u64;
+                    board.own_nivcsw[i] = ru.ru_nivcsw as u64;
+                });
+            }
+            for i in start..end {
+                let ru = reap_rusage(pids[i - start]);
+                board.final_nvcsw[i] = ru.ru_nvcsw as u64;
+                board.final_nivcsw[i] = ru.ru_nivcsw as u64;
+            }
+        }
+        unsafe { std::ptr::write_volatile(&mut board.done, 1) };
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-brief".into()],
+        per_process: false,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    let cluster = data.display().to_string();
+    assert_eq!(
+        agent
+            .labels_of(postmaster)
+            .map(|l| (l.cluster, l.backend_type)),
+        Some((cluster.clone(), "postmaster".to_string())),
+        "the stand-in is known as a postmaster"
+    );
+    gate.release(1);
+    let mut cadence = Cadence::new();
+    let started = Instant::now();
+    while unsafe { std::ptr::read_volatile(&board.get().done) } == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the children did not finish"
+        );
+        cadence.tick(&mut agent);
+    }
+    common::wait_asleep(&[postmaster]);
+    std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+    agent.refresh();
+    agent.refresh();
+
+    let snapshot = agent.snapshot();
+    let group = |cluster: &str, backend_type: &str| -> Counters {
+        let mut sum = Counters::zeroed();
+        for (l, g) in &snapshot.groups {
+            if l.cluster == cluster && l.backend_type == backend_type {
+                for (s, v) in sum.v.iter_mut().zip(g.counters.v.iter()) {
+                    *s += v;
+                }
+            }
+        }
+        sum
+    };
+    let client = group(&cluster, "client backend");
+    let other = group(&cluster, "other");
+    let unattributed = group(pgpreempt::postgres::groups::UNASSIGNED_CLUSTER, "other");
+    let bb = board.get();
+    let own_vol: u64 = bb.own_nvcsw.iter().sum();
+    let own_invol: u64 = bb.own_nivcsw.iter().sum();
+    let final_vol: u64 = bb.final_nvcsw.iter().sum();
+    let final_invol: u64 = bb.final_nivcsw.iter().sum();
+    let (vol, invol) = (
+        client.v[counter::VOLUNTARY_SWITCHES],
+        client.v[counter::INVOLUNTARY_SWITCHES],
+    );
+    let missed = common::missed_switch_outs(&agent);
+    let labels = pgpreempt::postgres::groups::Labels {
+        cluster: cluster.clone(),
+        backend_type: "client backend".into(),
+    };
+    let starts = snapshot.starts.starts.get(&labels).copied().unwrap_or(0);
+    let lifetimes = snapshot
+        .starts
+        .lifetimes
+        .get(&labels)
+        .cloned()
+        .unwrap_or_default();
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!(
+        "{BRIEF_CHILDREN} children: client backend voluntary {vol} (their own {own_vol}, wait4 {final_vol}), involuntary {invol} (their own {own_invol}, wait4 {final_invol}); other {}, unattributed {}; {starts} starts, {} lifetimes (mean {:.1} ms); {missed} switch-outs missed, {lost} process events lost",
+        other.v[counter::VOLUNTARY_SWITCHES] + other.v[counter::INVOLUNTARY_SWITCHES],
+        unattributed.v[counter::VOLUNTARY_SWITCHES] + unattributed.v[counter::INVOLUNTARY_SWITCHES],
+        lifetimes.count,
+        lifetimes.sum_seconds * 1e3 / lifetimes.count.max(1) as f64,
+    );
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+
+    assert!(
+        own_vol > BRIEF_CHILDREN as u64 && own_invol > BRIEF_CHILDREN as u64 / 4,
+        "the children hardly switched ({own_vol} voluntary, {own_invol} involuntary): no test"
+    );
+    // Within 1% of their own counts. The agent also counts the switches
+    // after a child's last `getrusage` (its exit path), and not its final
+    // switch (TASK_DEAD, which wait4 counts as voluntary).
+    common::assert_close("voluntary switches", vol as f64, own_vol as f64, 1.0, 0.0);
+    assert!(
+        vol <= final_vol - BRIEF_CHILDREN as u64,
+        "voluntary {vol}, wait4 {final_vol}"
+    );
+    assert!(
+        (invol + missed) as f64 >= own_invol as f64 * 0.99 && invol <= final_invol,
+        "involuntary: agent {invol}, their own {own_invol}, wait4 {final_invol} ({missed} missed)"
+    );
+    for (what, c) in [("other", &other), ("unattributed", &unattributed)] {
+        assert_eq!(
+            c.v[counter::VOLUNTARY_SWITCHES]
+                + c.v[counter::INVOLUNTARY_SWITCHES]
+                + c.v[counter::ON_CPU_NS],
+            0,
+            "nothing of the children under {what}"
+        );
+    }
+    assert_eq!(starts + lost, BRIEF_CHILDREN as u64, "one start per child");
+    assert_eq!(
+        lifetimes.count + lost,
+        BRIEF_CHILDREN as u64,
+        "one lifetime per child"
+    );
+    assert!(
+        lifetimes.sum_seconds >= BRIEF_CHILDREN as f64 * 0.001
+            && lifetimes.sum_seconds <= BRIEF_CHILDREN as f64 * 0.5,
+        "lifetimes sum to {} s",
+        lifetimes.sum_seconds
+    );
+}
+
+// ---------------------------------------------------------------------------
+// G. Children of a postmaster that exec another program.
+
+/// Children per phase: enough in the second one that their fork notices,
+/// unread while they run, overflow the 256 KiB ring (168 bytes a notice).
+const EXEC_CHILDREN: [u32; 2] = [200, 3000];
+
+#[repr(C)]
+struct ExecBoard {
+    done: [u32; 2],
+}
+
+/// A stand-in postmaster forks children that exec `/bin/true` (their
+/// command name changes, so no exit notice comes). The kernel gives each
+/// one a `PROC_INFO` entry at its fork; once they are gone, only the
+/// postmaster's may be left: first with the agent polling, then with the
+/// agent not reading the ring while they run (the ring overflows, and some
+/// fork notices are lost).
+#[test]
+fn children_of_a_postmaster_that_exec_leave_no_process_info_behind() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<ExecBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let prog = std::ffi::CString::new("/bin/true").unwrap();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-fexec");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        let argv = [prog.as_ptr(), std::ptr::null()];
+        for (phase, n) in EXEC_CHILDREN.iter().enumerate() {
+            gate.pass();
+            for _ in 0..*n {
+                let pid = fork_child(|| unsafe {
+                    libc::execv(prog.as_ptr(), argv.as_ptr());
+                });
+                reap(&[pid]);
+            }
+            let board = unsafe { &mut *(b as *mut ExecBoard) };
+            unsafe { std::ptr::write_volatile(&mut board.done[phase], 1) };
+        }
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-fexec".into()],
+        per_process: false,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    assert_eq!(
+        agent.labels_of(postmaster).map(|l| l.backend_type),
+        Some("postmaster".to_string())
+    );
+    let settle = |agent: &mut Agent| {
+        // Ten refreshes: the tenth sweeps /proc and the maps.
+        for _ in 0..2 {
+            std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+            for _ in 0..10 {
+                agent.refresh();
+            }
+        }
+    };
+    let mut cadence = Cadence::new();
+    let mut results = Vec::new();
+    for phase in 0..2 {
+        gate.release(1);
+        let started = Instant::now();
+        while unsafe { std::ptr::read_volatile(&board.get().done[phase]) } == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "phase {phase}"
+            );
+            if phase == 0 {
+                cadence.tick(&mut agent);
+            } else {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        settle(&mut agent);
+        let proc_info = agent.map_entries().proc_info;
+        let lost = agent.diag()[diag::EVENTS_LOST];
+        let starts = agent
+            .snapshot()
+            .starts
+            .of_cluster(&data.display().to_string());
+        eprintln!(
+            "phase {phase}: {} children exec'd; PROC_INFO {proc_info} entries, {lost} process events lost, {starts} starts counted",
+            EXEC_CHILDREN[phase]
+        );
+        results.push((proc_info, lost));
+    }
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+    assert_eq!(
+        results[0].0, 1,
+        "phase 0: only the postmaster's entry is left"
+    );
+    assert!(results[1].1 > 0, "phase 1: the ring overflowed (no test)");
+    assert_eq!(
+        results[1].0, 1,
+        "phase 1: only the postmaster's entry is left ({} process events lost)",
+        results[1].1
+    );
+}
+
+// ---------------------------------------------------------------------------
+// H. A full process-information map at the fork.
+
+const FULL_CHILDREN: usize = 24;
+
+#[repr(C)]
+struct FullBoard {
+    forked: u32,
+}
+
+/// A stand-in postmaster forks more live children than `PROC_INFO` holds:
+/// the kernel cannot label the last ones at their fork
+/// (`process_info_full`), but every start is still counted.
+#[test]
+fn a_full_process_map_at_the_fork_still_counts_every_start() {
+    common::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap();
+    let cdir = std::ffi::CString::new(data.as_os_str().as_encoded_bytes()).unwrap();
+    let board: Shared<FullBoard> = Shared::new();
+    let b = board.ptr as usize;
+    let gate = Gate::new();
+    let children = Gate::new();
+    let postmaster = fork_child(move || {
+        set_comm(b"pgpt-pfull");
+        unsafe { libc::chdir(cdir.as_ptr()) };
+        gate.pass();
+        let mut pids = [0u32; FULL_CHILDREN];
+        for p in pids.iter_mut() {
+            *p = fork_child(|| {
+                children.pass();
+            });
+        }
+        let board = unsafe { &mut *(b as *mut FullBoard) };
+        unsafe { std::ptr::write_volatile(&mut board.forked, 1) };
+        reap(&pids);
+        gate.pass();
+    });
+    std::fs::write(
+        data.join("postmaster.pid"),
+        format!("{postmaster}\n{}\n", data.display()),
+    )
+    .unwrap();
+    common::wait_asleep(&[postmaster]);
+    let mut agent = Agent::start(&Config {
+        comms: vec!["pgpt-pfull".into()],
+        per_process: false,
+        max_processes: 8,
+        ..Config::default()
+    })
+    .expect("agent starts");
+    gate.release(1);
+    let mut cadence = Cadence::new();
+    while unsafe { std::ptr::read_volatile(&board.get().forked) } == 0 {
+        cadence.tick(&mut agent);
+    }
+    for _ in 0..5 {
+        cadence.tick(&mut agent);
+    }
+    children.release(FULL_CHILDREN);
+    for _ in 0..2 {
+        std::thread::sleep(pgpreempt::postgres::tracker::EXIT_GRACE);
+        for _ in 0..10 {
+            agent.refresh();
+        }
+    }
+    let full = agent.diag()[diag::PROC_INFO_FULL];
+    let starts = agent
+        .snapshot()
+        .starts
+        .of_cluster(&data.display().to_string());
+    let lost = agent.diag()[diag::EVENTS_LOST];
+    eprintln!("{FULL_CHILDREN} children: {full} not labelled at the fork (map full), {starts} starts counted, {lost} events lost");
+    gate.release(1);
+    reap(&[postmaster]);
+    gate.close();
+    children.close();
+    assert!(full > 0, "the map never filled: no test");
+    assert_eq!(starts, FULL_CHILDREN as u64, "one start per child");
 }

@@ -193,3 +193,46 @@ fn sigterm_and_sigint_detach_within_a_second_and_metrics_are_valid() {
     common::workload::kill(sleeper);
     common::workload::reap(&[sleeper]);
 }
+
+/// One field of /proc/PID/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{field} not in /proc/{pid}/status"))
+}
+
+#[test]
+fn the_running_daemon_gives_back_the_heap_of_its_start_up() {
+    common::require_root();
+    let port = free_port();
+    let child = Running(
+        Command::new(BIN)
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let start = Instant::now();
+    while get(port, "/metrics").is_none() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no /metrics");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..5 {
+        assert!(get(port, "/metrics").is_some());
+        assert!(get(port, "/findings").is_some());
+    }
+    // Loading peaks at over 20 MiB of heap (the kernel's BTF, parsed);
+    // 0.3 MiB of it stays in use. Before the fix the rest stayed resident:
+    // 23 MiB of anonymous memory at idle.
+    let anon = status_kib(pid, "RssAnon:");
+    let peak = status_kib(pid, "VmHWM:");
+    assert!(
+        anon < 6 * 1024,
+        "RssAnon {anon} KiB after start-up (peak RSS {peak} KiB)"
+    );
+}

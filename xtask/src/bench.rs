@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::{
     faults,
-    measure::{agent, agent_bin, median, parse, per_program, scrape, sum, tps, Bg},
+    measure::{agent, agent_bin, median, mib, parse, per_program, scrape, sum, tps, Bg, Rss},
     pg::Scratch,
     root, sh,
 };
@@ -371,6 +371,12 @@ struct Pg {
     baseline_spread: f64,
     cpu_share: f64,
     rss_mib: f64,
+    /// Steady-state RSS (KiB, the largest of the rounds): just after
+    /// start-up, and at the end of a pgbench round.
+    idle_rss: u64,
+    load_rss: u64,
+    /// Of `load_rss`: BPF maps mapped into the daemon (ring buffers).
+    maps_rss: u64,
 }
 
 fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
@@ -381,6 +387,7 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
         .unwrap_or(2);
     let clients = cpus * 4;
     let (mut ratios, mut cpu, mut rss) = (Vec::new(), Vec::new(), 0u64);
+    let mut steady = (0u64, 0u64, 0u64);
     let mut baseline = Vec::new();
     let mut rows = Vec::new();
     let (c, secs) = (clients.to_string(), plan.pair_secs.to_string());
@@ -388,20 +395,26 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
     for pair in 0..plan.pairs {
         eprintln!("bench: pgbench pair {}/{}", pair + 1, plan.pairs);
         // Alternate the order so that drift does not favour one side.
-        let with = |cpu: &mut Vec<f64>, rss: &mut u64| -> Result<f64> {
+        let with = |cpu: &mut Vec<f64>, rss: &mut u64, steady: &mut (u64, u64, u64)| {
             let (a, _) = agent(&[])?;
             let pid = a.0.id();
+            let idle = Rss::of(pid)?;
             let (c0, t0) = (cpu_secs(pid)?, Instant::now());
             let tps = run()?;
             cpu.push((cpu_secs(pid)? - c0) / t0.elapsed().as_secs_f64());
+            let load = Rss::of(pid)?;
             *rss = (*rss).max(vm_hwm_kib(pid)?);
-            Ok(tps)
+            steady.0 = steady.0.max(idle.total);
+            if load.total > steady.1 {
+                (steady.1, steady.2) = (load.total, load.bpf_maps);
+            }
+            anyhow::Ok(tps)
         };
         let (without, with_agent) = if pair % 2 == 0 {
             let w = run()?;
-            (w, with(&mut cpu, &mut rss)?)
+            (w, with(&mut cpu, &mut rss, &mut steady)?)
         } else {
-            let a = with(&mut cpu, &mut rss)?;
+            let a = with(&mut cpu, &mut rss, &mut steady)?;
             (run()?, a)
         };
         ratios.push(with_agent / without);
@@ -437,6 +450,9 @@ fn postgres(plan: &Plan, out: &mut String) -> Result<Pg> {
         baseline_spread,
         cpu_share: median(&cpu),
         rss_mib: rss as f64 / 1024.0,
+        idle_rss: steady.0,
+        load_rss: steady.1,
+        maps_rss: steady.2,
     })
 }
 
@@ -591,6 +607,9 @@ fn daemon_total_at_96(tables: &str) -> Option<f64> {
 /// The daemon's map memory at 96 CPUs must stay under this (issue 11).
 const MAP_MEMORY_LIMIT_MIB: f64 = 32.0;
 
+/// The daemon's steady-state RSS budget (issue 14).
+const STEADY_RSS_LIMIT_MIB: f64 = 16.0;
+
 /// Replaces the section of `md` that `section` replaces (it starts with
 /// its `## ` heading line), or puts it before the heading `next` if `md`
 /// has no such section.
@@ -729,7 +748,8 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     let drops = programs(&plan, &mut md)?;
     writeln!(md, "\n## The daemon itself\n")?;
-    writeln!(md, "CPU (user + system) during the pgbench rounds with the agent: median {:.2}% of one core; peak RSS {:.1} MiB.", pg.cpu_share * 100.0, pg.rss_mib)?;
+    writeln!(md, "CPU (user + system) during the pgbench rounds with the agent: median {:.2}% of one core; peak RSS {:.1} MiB (while loading: the kernel's BTF, parsed).", pg.cpu_share * 100.0, pg.rss_mib)?;
+    writeln!(md, "\nSteady-state RSS (VmRSS, the largest of the rounds): {} MiB just after start-up, {} MiB at the end of a pgbench round; of it {} MiB are BPF maps mapped into the daemon (its ring buffers). The maps' own memory is kernel memory, not RSS (\"Map memory\" below).", mib(pg.idle_rss), mib(pg.load_rss), mib(pg.maps_rss))?;
     let scrape_ms = scrape_time(&mut md)?;
     writeln!(md, "\n## Map memory\n")?;
     let map_mib = map_memory(&mut md)?;
@@ -786,6 +806,12 @@ pub fn run(quick: bool) -> Result<()> {
     )?;
     writeln!(
         md,
+        "| daemon steady-state RSS < {STEADY_RSS_LIMIT_MIB} MiB (end of pgbench) | {} MiB | {} |",
+        mib(pg.load_rss),
+        check((pg.load_rss as f64) < STEADY_RSS_LIMIT_MIB * 1024.0)
+    )?;
+    writeln!(
+        md,
         "| scrape < 20 ms with 1,000 processes | {scrape_ms:.2} ms | {} |",
         check(scrape_ms < 20.0)
     )?;
@@ -810,6 +836,7 @@ pub fn run(quick: bool) -> Result<()> {
         "\nTotal run time: {:.0} s.\n",
         started.elapsed().as_secs_f64()
     )?;
+    md.push_str(include_str!("../bench/soak.md"));
     md.push_str(include_str!("../bench/what-was-tried.md"));
 
     // A quick run is too noisy for the record: it goes under target/.

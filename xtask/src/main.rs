@@ -6,6 +6,7 @@ mod faults;
 mod measure;
 mod pg;
 mod setup;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -64,6 +65,15 @@ enum Cmd {
         #[arg(long)]
         shared: bool,
     },
+    /// The daemon for N minutes under connection churn (`pgbench -C`) and a
+    /// scrape every second: RSS, map fill, series and drops at the start
+    /// and every minute, then whether RSS and the series count stayed flat.
+    /// Not run by CI or `test`.
+    Soak {
+        /// Minutes of churn.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Show the main job: a scratch PostgreSQL under pgbench, traced for ~20 s.
     Demo {
         /// Seconds of pgbench load.
@@ -84,6 +94,7 @@ fn main() {
         Cmd::Bench { quick, .. } => setup::run().and_then(|()| bench::run(quick)),
         Cmd::FaultLoop { pages, shared } => faults::fault_loop(pages, shared),
         Cmd::Cost { sched } => setup::run().and_then(|()| cost::run(sched)),
+        Cmd::Soak { minutes } => setup::run().and_then(|()| soak::run(minutes)),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };
     if let Err(e) = r {

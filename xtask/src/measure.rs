@@ -153,3 +153,93 @@ pub fn median(v: &[f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// What a process holds in memory now (KiB), from `/proc/PID/status` and
+/// `/proc/PID/smaps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Rss {
+    /// VmRSS: everything resident.
+    pub total: u64,
+    /// RssAnon: heap, stacks and other private memory.
+    pub anon: u64,
+    /// VmHWM: the peak of `total` so far.
+    pub peak: u64,
+    /// BPF maps mapped into the process (ring buffers, mmapable arrays),
+    /// part of `total`.
+    pub bpf_maps: u64,
+}
+
+impl Rss {
+    pub fn of(pid: u32) -> Result<Rss> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("process {pid} is gone"))?;
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        Ok(Rss::parse(&status, &smaps))
+    }
+
+    pub fn parse(status: &str, smaps: &str) -> Rss {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        let mut bpf_maps = 0;
+        let mut in_map = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                in_map = line.ends_with("anon_inode:bpf-map");
+            } else if let (true, Some(v)) = (in_map, line.strip_prefix("Rss:")) {
+                bpf_maps += v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        Rss {
+            total: field("VmRSS:"),
+            anon: field("RssAnon:"),
+            peak: field("VmHWM:"),
+            bpf_maps,
+        }
+    }
+}
+
+/// KiB as MiB with one decimal.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_from_status_and_smaps() {
+        let status = "Name:\tpgpreempt\nVmHWM:\t   25400 kB\nVmRSS:\t    7700 kB\nRssAnon:\t     960 kB\nRssFile:\t    6740 kB\n";
+        let smaps = "\
+55f6e69ed000-55f6e6db8000 r--p 00000000 fd:01 123 /usr/bin/pgpreempt
+Rss:                2988 kB
+7f35a7d76000-7f35a7db7000 rw-s 00000000 00:0f 45 anon_inode:bpf-map
+Rss:                 260 kB
+7f35a7d55000-7f35a7d76000 r--s 00000000 00:0f 45 anon_inode:bpf-map
+Size:                132 kB
+Rss:                 132 kB
+7ffc8897c000-7ffc8899d000 rw-p 00000000 00:00 0 [stack]
+Rss:                  80 kB
+";
+        assert_eq!(
+            Rss::parse(status, smaps),
+            Rss {
+                total: 7700,
+                anon: 960,
+                peak: 25400,
+                bpf_maps: 392
+            }
+        );
+        assert_eq!(mib(7700), "7.5");
+    }
+}

@@ -8,7 +8,13 @@ use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 
-use crate::{agent::Snapshot, postgres::groups::Labels};
+use crate::{
+    agent::Snapshot,
+    postgres::{
+        groups::{Labels, UNASSIGNED_CLUSTER},
+        starts::{Lifetimes, LIFETIME_BOUNDS},
+    },
+};
 
 const NS: f64 = 1e9;
 
@@ -86,6 +92,41 @@ pub fn wakeup_causes(c: &agent_common::stats::Counters) -> [(&'static str, u64);
         ("process", process),
         ("other", all.saturating_sub(timer + process)),
     ]
+}
+
+/// Starts per label set, with every known label set present (at zero if
+/// none started), so that `rate()` sees the first start.
+fn starts_with_zeros(s: &Snapshot) -> Vec<(Labels, u64)> {
+    let mut m: std::collections::BTreeMap<Labels, u64> = s
+        .groups
+        .iter()
+        .filter(|(l, _)| l.cluster != UNASSIGNED_CLUSTER)
+        .map(|(l, _)| (l.clone(), 0))
+        .collect();
+    for (l, n) in &s.starts.starts {
+        m.insert(l.clone(), *n);
+    }
+    m.into_iter().collect()
+}
+
+/// A lifetime histogram in seconds.
+fn lifetime_metric(labels: Vec<LabelPair>, h: &Lifetimes) -> Metric {
+    let mut buckets = Vec::with_capacity(LIFETIME_BOUNDS.len());
+    let mut cumulative = 0u64;
+    for (i, bound) in LIFETIME_BOUNDS.iter().enumerate() {
+        cumulative += h.buckets[i];
+        let mut b = Bucket::default();
+        b.set_upper_bound(*bound);
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    let mut hist = Histogram::default();
+    hist.set_bucket(buckets);
+    hist.set_sample_count(h.count);
+    hist.set_sample_sum(h.sum_seconds);
+    let mut m = Metric::from_label(labels);
+    m.set_histogram(hist);
+    m
 }
 
 /// Every metric family of a snapshot.
@@ -352,6 +393,27 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
     ));
 
     out.push(family(
+        "pgpreempt_process_starts_total",
+        "Processes forked by a cluster's processes since the agent started (a connection without a pooler is a new client backend), counted once the backend type is known: its title, read from /proc or by the kernel as it exited. Hundreds a second is a connection storm: a pooler is the fix.",
+        MetricType::COUNTER,
+        starts_with_zeros(s)
+            .into_iter()
+            .map(|(l, n)| counter_metric(group_labels(&l), n as f64))
+            .collect(),
+    ));
+
+    out.push(family(
+        "pgpreempt_process_lifetime_seconds",
+        "How long the processes forked since the agent started lived, from fork to exit.",
+        MetricType::HISTOGRAM,
+        s.starts
+            .lifetimes
+            .iter()
+            .map(|(l, h)| lifetime_metric(group_labels(l), h))
+            .collect(),
+    ));
+
+    out.push(family(
         "pgpreempt_shared_memory_info",
         "Each cluster's main shared memory segment as found in the postmaster's smaps: page_size in bytes (4096, or the huge page size), huge_pages on (hugetlb), partial (4 kB pages, some on transparent huge pages) or off. Off on a large shared_buffers means many page faults per backend.",
         MetricType::GAUGE,
@@ -499,6 +561,7 @@ mod tests {
             shared_memory: vec![],
             preemptors: vec![],
             online_cpus: 2,
+            starts: Default::default(),
         }
     }
 
@@ -715,5 +778,30 @@ mod tests {
         ));
         assert!(text.contains("pgpreempt_uprobe_attach_errors_total 1"));
         assert!(text.contains("# TYPE pgpreempt_lock_waiter_delay_seconds_total counter"));
+    }
+
+    #[test]
+    fn process_starts_and_lifetimes() {
+        let mut s = snap();
+        let cb = Labels {
+            cluster: "/var/lib/pg".into(),
+            backend_type: "client backend".into(),
+        };
+        let text = render(&s, "0.1.0");
+        assert!(
+            text.contains(r#"pgpreempt_process_starts_total{cluster="/var/lib/pg",backend_type="client backend"} 0"#),
+            "present at zero before the first start: {text}"
+        );
+        assert!(!text.contains("pgpreempt_process_lifetime_seconds_bucket"));
+        s.starts.started(&cb);
+        s.starts.started(&cb);
+        s.starts.lived(&cb, 0.003);
+        s.starts.lived(&cb, 20.0);
+        let text = render(&s, "0.1.0");
+        assert!(text.contains(r#"pgpreempt_process_starts_total{cluster="/var/lib/pg",backend_type="client backend"} 2"#));
+        assert!(text.contains(r#"pgpreempt_process_lifetime_seconds_bucket{cluster="/var/lib/pg",backend_type="client backend",le="0.005"} 1"#), "{text}");
+        assert!(text.contains(r#"pgpreempt_process_lifetime_seconds_bucket{cluster="/var/lib/pg",backend_type="client backend",le="30"} 2"#), "{text}");
+        assert!(text.contains(r#"pgpreempt_process_lifetime_seconds_count{cluster="/var/lib/pg",backend_type="client backend"} 2"#));
+        assert!(text.contains(r#"pgpreempt_process_lifetime_seconds_sum{cluster="/var/lib/pg",backend_type="client backend"} 20.003"#), "{text}");
     }
 }

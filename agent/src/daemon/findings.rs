@@ -191,6 +191,7 @@ mod tests {
                 count: 100 * secs,
             }],
             online_cpus: 2,
+            starts: Default::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `pgpreempt run`: the per-host exporter.
 pub mod exposition;
 pub mod findings;
+pub mod heap;
 pub mod server;
 
 use std::{
@@ -45,6 +46,8 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // What loading parsed and copied is freed now: give it back.
+    heap::release();
     let result = rt.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(false);
         let pages = server::Pages {
@@ -76,6 +79,8 @@ pub fn run(cfg: Config, listen: SocketAddr) -> anyhow::Result<()> {
                     let mut a = agent.lock().unwrap_or_else(|p| p.into_inner());
                     ticks += 1;
                     if ticks.is_multiple_of(10) { a.refresh() } else { a.poll() }
+                    // Scrapes free what they render; their pages go back.
+                    if ticks.is_multiple_of(600) { heap::release(); }
                     let now = Instant::now();
                     let mut w = window.lock().unwrap_or_else(|p| p.into_inner());
                     if w.due(now) { w.push(now, a.snapshot()) }

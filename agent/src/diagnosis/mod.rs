@@ -24,6 +24,8 @@ use crate::trace::report_json::{Figures, Report};
 use thresholds as t;
 use units::{pct, per_sec_time};
 
+use crate::trace::text_table::{num, secs};
+
 /// Where each cause is explained: a section of the repository's README.
 pub const README: &str = "README.md";
 
@@ -36,6 +38,7 @@ pub enum Cause {
     SpinlockContention,
     SharedMemory4kPages,
     MemoryStalls,
+    ConnectionChurn,
     PreemptionModel,
     NothingSignificant,
 }
@@ -49,6 +52,7 @@ impl Cause {
             Cause::SpinlockContention => "spinlock_contention",
             Cause::SharedMemory4kPages => "shared_memory4k_pages",
             Cause::MemoryStalls => "memory_stalls",
+            Cause::ConnectionChurn => "connection_churn",
             Cause::PreemptionModel => "preemption_model",
             Cause::NothingSignificant => "nothing_significant",
         }
@@ -61,6 +65,7 @@ impl Cause {
             Cause::SpinlockContention => "Spinlock contention",
             Cause::SharedMemory4kPages => "Shared memory on 4 KB pages",
             Cause::MemoryStalls => "Memory stalls",
+            Cause::ConnectionChurn => "Connection churn",
             Cause::PreemptionModel => "Preemption model",
             Cause::NothingSignificant => "Nothing significant",
         }
@@ -74,6 +79,7 @@ impl Cause {
             Cause::SpinlockContention => "#spinlock-contention",
             Cause::SharedMemory4kPages => "#shared-memory-on-4-kb-pages",
             Cause::MemoryStalls => "#memory-stalls",
+            Cause::ConnectionChurn => "#connection-churn",
             Cause::PreemptionModel => "#preemption-model",
             Cause::NothingSignificant => "#diagnosing-an-incident",
         }
@@ -229,6 +235,7 @@ fn candidates_of(rates: &Rates) -> Vec<Finding> {
         spinlock_contention(rates),
         shared_memory_4k_pages(rates),
         memory_stalls(rates),
+        connection_churn(rates),
     ]
     .into_iter()
     .flatten()
@@ -769,6 +776,67 @@ fn memory_stalls(x: &Rates) -> Option<Finding> {
     Some(o)
 }
 
+/// Connection churn: client backends started (forked) at a high rate and
+/// living briefly. Each connection pays for a process start (fork, the
+/// backend's initialisation, its page faults, cold caches) that a pooler
+/// would not; that time is in the other figures, not apart, so this
+/// finding has no share: it is significant from the rate alone.
+fn connection_churn(x: &Rates) -> Option<Finding> {
+    let clients: Vec<_> =
+        x.r.backend_types
+            .iter()
+            .filter(|b| b.backend_type == "client backend")
+            .collect();
+    let starts: u64 = clients.iter().map(|b| b.process_starts).sum();
+    if starts == 0 {
+        return None;
+    }
+    let exits: u64 = clients.iter().map(|b| b.process_exits).sum();
+    let lived: f64 = clients
+        .iter()
+        .map(|b| b.mean_lifetime_seconds * b.process_exits as f64)
+        .sum::<f64>()
+        / exits.max(1) as f64;
+    let rate = x.per_s(starts as f64);
+    let mut o = finding(Cause::ConnectionChurn, None, Sizing::None);
+    o.significant = rate >= t::CONNECTION_CHURN_STARTS_PER_SECOND
+        && exits > 0
+        && lived <= t::CONNECTION_CHURN_MEAN_LIFETIME_SECONDS;
+    let life = if exits > 0 {
+        format!(", living {} on average", secs(lived))
+    } else {
+        String::new()
+    };
+    o.headline = format!(
+        "Connection churn: {} new client backends a second{life}; each pays for a process start that a pooler avoids",
+        num(rate)
+    );
+    o.statement = format!(
+        "{starts} client backends were started in {:.0} s ({}/s){life}: every connection forks a backend, which initialises, faults in its memory and warms its caches before the first query; that time is in the figures above (on a CPU, run queues, page faults), not counted apart.",
+        x.secs,
+        num(rate)
+    );
+    o.evidence = BTreeMap::from([
+        ("client_backend_starts".into(), json!(starts)),
+        ("starts_per_second".into(), json!(rate)),
+        ("exits".into(), json!(exits)),
+        ("mean_lifetime_seconds".into(), json!(lived)),
+        (
+            "threshold_starts_per_second".into(),
+            json!(t::CONNECTION_CHURN_STARTS_PER_SECOND),
+        ),
+        (
+            "threshold_mean_lifetime_seconds".into(),
+            json!(t::CONNECTION_CHURN_MEAN_LIFETIME_SECONDS),
+        ),
+    ]);
+    o.try_ = vec![
+        "Put a connection pooler in front (PgBouncer in transaction mode, or the application's own pool), so that a connection reuses a backend instead of forking one.".into(),
+        "Where clients cannot change, look for what reconnects: health checks, serverless functions, a pool with a very short idle timeout.".into(),
+    ];
+    Some(o)
+}
+
 fn preemption_model(x: &Rates, found: &[Finding]) -> Finding {
     let k = &x.r.kernel;
     let mut o = finding(Cause::PreemptionModel, None, Sizing::None);
@@ -923,6 +991,45 @@ mod tests {
 
     fn causes(d: &Diagnosis) -> Vec<Cause> {
         d.findings.iter().map(|f| f.cause).collect()
+    }
+
+    #[test]
+    fn connection_churn_is_named_from_the_start_rate_and_lifetimes() {
+        let mut f = healthy();
+        f.preempted_seconds = 3.0;
+        let mut r = session(f);
+        r.backend_types[0].process_starts = 3400;
+        r.backend_types[0].process_exits = 3398;
+        r.backend_types[0].mean_lifetime_seconds = 0.006;
+        let d = diagnose(&r);
+        assert_eq!(
+            causes(&d),
+            vec![
+                Cause::CpuSaturation,
+                Cause::ConnectionChurn,
+                Cause::PreemptionModel
+            ],
+            "sized causes first, then churn, which has no share"
+        );
+        let c = &d.findings[1];
+        assert!(c.significant && c.share.is_none());
+        assert!(
+            c.headline.starts_with(
+                "Connection churn: 340 new client backends a second, living 6.0ms on average"
+            ),
+            "{}",
+            c.headline
+        );
+        assert!(c.try_[0].contains("pooler"));
+        let text = render::findings(&d);
+        assert!(text.contains("2. Connection churn\n"), "{text}");
+        // Long-lived connections arriving often are not churn, nor are a
+        // few starts a second.
+        r.backend_types[0].mean_lifetime_seconds = 60.0;
+        assert!(!causes(&diagnose(&r)).contains(&Cause::ConnectionChurn));
+        r.backend_types[0].mean_lifetime_seconds = 0.006;
+        r.backend_types[0].process_starts = 50;
+        assert!(!causes(&diagnose(&r)).contains(&Cause::ConnectionChurn));
     }
 
     #[test]

@@ -57,7 +57,12 @@ fn finding(out: &mut String, n: usize, f: &Finding) {
     } else {
         ""
     };
-    let _ = writeln!(out, "{n}. {} ({size}{alert})", f.cause.name());
+    let paren = format!("{size}{alert}");
+    if paren.is_empty() {
+        let _ = writeln!(out, "{n}. {}", f.cause.name());
+    } else {
+        let _ = writeln!(out, "{n}. {} ({paren})", f.cause.name());
+    }
     let _ = writeln!(out, "   {}", f.statement);
     let _ = writeln!(out, "   measured against: {}", against(f.cause));
     for t in &f.try_ {
@@ -96,6 +101,11 @@ fn against(c: Cause) -> String {
             pct(t::MEMORY_STALL_SHARE),
             super::units::per_sec_time(t::MEMORY_STALL_MIN_SECONDS_PER_SECOND),
             pct(t::MEMORY_STALL_ALERT_SHARE)
+        ),
+        Cause::ConnectionChurn => format!(
+            "a finding from {} client-backend starts a second living at most {} on average (no share: the cost is inside the other figures)",
+            t::CONNECTION_CHURN_STARTS_PER_SECOND,
+            crate::trace::text_table::secs(t::CONNECTION_CHURN_MEAN_LIFETIME_SECONDS)
         ),
         Cause::PreemptionModel | Cause::NothingSignificant => String::new(),
     }

@@ -69,6 +69,12 @@ pub const MEMORY_STALL_ALERT_SHARE: f64 = 0.05;
 /// many task moves per second.
 pub const NUMA_MIGRATIONS_PER_SECOND: f64 = 1.0;
 
+/// Connection churn: client backends started at least this many times a
+/// second...
+pub const CONNECTION_CHURN_STARTS_PER_SECOND: f64 = 10.0;
+/// ...that lived at most this long on average.
+pub const CONNECTION_CHURN_MEAN_LIFETIME_SECONDS: f64 = 10.0;
+
 /// The thresholds by name, for the README table test and `--json`.
 pub const ALL: &[(&str, f64)] = &[
     (
@@ -110,4 +116,12 @@ pub const ALL: &[(&str, f64)] = &[
     ),
     ("MEMORY_STALL_ALERT_SHARE", MEMORY_STALL_ALERT_SHARE),
     ("NUMA_MIGRATIONS_PER_SECOND", NUMA_MIGRATIONS_PER_SECOND),
+    (
+        "CONNECTION_CHURN_STARTS_PER_SECOND",
+        CONNECTION_CHURN_STARTS_PER_SECOND,
+    ),
+    (
+        "CONNECTION_CHURN_MEAN_LIFETIME_SECONDS",
+        CONNECTION_CHURN_MEAN_LIFETIME_SECONDS,
+    ),
 ];

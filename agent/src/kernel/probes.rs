@@ -52,6 +52,7 @@ pub const PROGRAMS: &[(&str, Hook)] = &[
     ("timer_expire_entry", Hook::Btf("timer_expire_entry")),
     ("sched_waking", Hook::Btf("sched_waking")),
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
+    ("sched_process_fork", Hook::Btf("sched_process_fork")),
     MEMORY_PROGRAMS[0],
     MEMORY_PROGRAMS[1],
     MEMORY_PROGRAMS[2],

@@ -233,6 +233,7 @@ pub fn delta(newer: &Snapshot, older: &Snapshot) -> Snapshot {
         shared_memory: newer.shared_memory.clone(),
         preemptors,
         online_cpus: newer.online_cpus,
+        starts: newer.starts.since(&older.starts),
     }
 }
 
@@ -247,6 +248,7 @@ pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [
     ("switch_in_missed", diag::SWITCH_IN_MISSED),
     ("switch_out_missed", diag::SWITCH_OUT_MISSED),
     ("fault_region_unknown", diag::FAULT_REGION_UNKNOWN),
+    ("process_info_full", diag::PROC_INFO_FULL),
 ];
 
 /// The reasons above that are scheduler events the kernel did not run the
@@ -392,6 +394,7 @@ mod tests {
                 })
                 .collect(),
             online_cpus: 2,
+            starts: Default::default(),
         }
     }
 

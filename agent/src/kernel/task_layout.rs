@@ -113,6 +113,13 @@ pub fn from_btf(btf: &Btf) -> Result<TaskLayout, AgentError> {
         self_exec_id: task(&["self_exec_id"], 8).or_else(|_| task(&["self_exec_id"], 4))?,
         sum_exec_runtime: task(&["se", "sum_exec_runtime"], 8)?,
         group_leader: task(&["group_leader"], std::mem::size_of::<usize>())?,
+        mm_arg_start: field(
+            btf,
+            "mm_struct",
+            &["arg_start"],
+            std::mem::size_of::<usize>(),
+        )?,
+        mm_arg_end: field(btf, "mm_struct", &["arg_end"], std::mem::size_of::<usize>())?,
         _pad: 0,
     })
 }

@@ -19,6 +19,15 @@ pub const BACKEND_TYPES: &[&str] = &[
     "other",
 ];
 
+/// The backend type of a process forked by a postmaster whose title is
+/// not known yet (still the postmaster's command line, or it exited before
+/// anything read it): nearly all of them are client backends (a
+/// connection), and an auxiliary process (checkpointer, autovacuum worker,
+/// parallel worker, ...) takes its title within its first milliseconds and
+/// is relabelled then. The README states this assumption ("Short-lived
+/// processes").
+pub const FORKED_CHILD: &str = "client backend";
+
 /// Auxiliary process title prefixes, longest first where one is a prefix of
 /// another. Titles not listed (archiver, startup, ...) are `other`.
 const AUX: &[(&str, &str)] = &[

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::postgres::backend_type::parse_title;
+use crate::postgres::backend_type::{parse_title, FORKED_CHILD};
 
 /// A process's labels and what its title says now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +115,16 @@ impl ProcFs {
         }
         let ppid = self.ppid(pid)?;
         let t = parse_title(&title, false);
-        let cluster = match self.postmaster_datadir(ppid) {
-            Some(dir) => dir.display().to_string(),
-            None => format!("pid:{ppid}"),
+        let (cluster, backend_type) = match self.postmaster_datadir(ppid) {
+            // A fresh child of a postmaster: what the kernel counts it as
+            // from its fork (see `FORKED_CHILD`).
+            Some(dir) if !t.settled => (dir.display().to_string(), FORKED_CHILD),
+            Some(dir) => (dir.display().to_string(), t.backend_type),
+            None => (format!("pid:{ppid}"), t.backend_type),
         };
         Some(Classified {
             cluster,
-            backend_type: t.backend_type,
+            backend_type,
             activity: t.activity,
             settled: t.settled,
         })
@@ -219,7 +222,8 @@ mod tests {
         let fresh = p.classify(103).unwrap();
         assert_eq!(
             (fresh.cluster.as_str(), fresh.backend_type, fresh.settled),
-            (dir.as_str(), "other", false)
+            (dir.as_str(), "client backend", false),
+            "a fresh child of a postmaster is counted as a client backend until its title says otherwise"
         );
         let lone = p.classify(200).unwrap();
         assert_eq!(

@@ -187,15 +187,22 @@ pub fn build(s: &Sample, info: &SessionInfo) -> Report {
     }
     let backend_types = groups
         .iter()
-        .map(|(l, g)| BackendTypeJson {
-            cluster: l.cluster.clone(),
-            backend_type: l.backend_type.clone(),
-            processes: per_labels.get(l).copied().unwrap_or(0),
-            figures: Figures::from_counters(&g.counters),
-            histograms: GROUP_HISTOGRAMS
-                .iter()
-                .map(|&(name, k)| HistogramJson::from_hist(name, &g.hists[k]))
-                .collect(),
+        .map(|(l, g)| {
+            let lifetimes = s.snapshot.starts.lifetimes.get(l);
+            BackendTypeJson {
+                cluster: l.cluster.clone(),
+                backend_type: l.backend_type.clone(),
+                processes: per_labels.get(l).copied().unwrap_or(0),
+                process_starts: s.snapshot.starts.starts.get(l).copied().unwrap_or(0),
+                process_exits: lifetimes.map_or(0, |h| h.count),
+                mean_lifetime_seconds: lifetimes
+                    .map_or(0.0, |h| h.sum_seconds / h.count.max(1) as f64),
+                figures: Figures::from_counters(&g.counters),
+                histograms: GROUP_HISTOGRAMS
+                    .iter()
+                    .map(|&(name, k)| HistogramJson::from_hist(name, &g.hists[k]))
+                    .collect(),
+            }
         })
         .collect();
 
@@ -453,6 +460,7 @@ mod tests {
                     },
                 ],
                 online_cpus: 2,
+                starts: Default::default(),
             },
             processes: vec![
                 ProcessSample {

@@ -295,6 +295,15 @@ pub struct BackendTypeJson {
     pub backend_type: String,
     /// Processes of this type in `processes`.
     pub processes: u64,
+    /// Processes of this type forked during the session (README,
+    /// "Short-lived processes"), and how many of them exited, with their
+    /// mean lifetime (fork to exit).
+    #[serde(default)]
+    pub process_starts: u64,
+    #[serde(default)]
+    pub process_exits: u64,
+    #[serde(default)]
+    pub mean_lifetime_seconds: f64,
     #[serde(flatten)]
     pub figures: Figures,
     /// This type's `preempted_seconds`, `wakeup_latency_seconds` and
@@ -488,6 +497,9 @@ pub(crate) mod tests {
                 cluster: "/data".into(),
                 backend_type: "client backend".into(),
                 processes: 1,
+                process_starts: 1,
+                process_exits: 1,
+                mean_lifetime_seconds: 0.004,
                 figures: f,
                 histograms: vec![HistogramJson::from_hist("preempted_seconds", &h)],
             }],
