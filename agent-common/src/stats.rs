@@ -95,8 +95,17 @@ pub mod counter {
     pub const NUMA_MIGRATIONS: usize = 39;
     /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
     pub const PAGES_MIGRATED: usize = 40;
+    /// Of the `WAKEUPS`, those whose waking ran inside a timer expiry
+    /// (`hrtimer_expire_*`, `timer_expire_*`: a timeout of the task's own
+    /// sleep) and those a user process woke (a latch set, a semaphore post,
+    /// a socket or pipe write). The rest (kernel threads, the idle task, a
+    /// waking unseen) is `WAKEUPS` minus both (README, "Idle wake-ups").
+    /// Shared per group, not per CPU: two more per-CPU counters would take
+    /// the daemon's maps past 32 MiB at 96 CPUs (README, "Map memory").
+    pub const WAKEUPS_TIMER: usize = 41;
+    pub const WAKEUPS_PROCESS: usize = 42;
     /// Number of counters (the rest of the array is reserved).
-    pub const USED: usize = 41;
+    pub const USED: usize = 43;
 }
 
 /// Counters below this index are kept per CPU in [`GroupStats`]; the rest

@@ -20,6 +20,7 @@ use crate::{
     lock_holder::attribute_wait,
     maps::{global_field, TaskState, SYSCALLS},
     task::{task, KernelTask},
+    wake_cause,
 };
 
 /// The futex call `t` is in (`CALL_*`), from its saved registers.
@@ -66,20 +67,24 @@ pub fn running_again(ts: &mut TaskState, now: u64) {
     Sink::of(ts).futex_wait(d);
 }
 
-/// `sched_waking(struct task_struct *p)`, in the waker's context.
+/// `sched_waking(struct task_struct *p)`, in the waker's context: records
+/// why a traced task wakes (`wake_cause`), and attributes a futex wait
+/// that the waker ends from inside a futex wake.
 #[btf_tracepoint(function = "sched_waking")]
 pub fn sched_waking(ctx: BtfTracePointContext) -> u32 {
-    // Cheapest first: task fields and saved registers, no map lookup, so
-    // that every other wakeup ends here.
+    // Cheapest first: an untraced task ends at its comm (one load).
     let p = KernelTask::arg(&ctx, 0);
-    if !p.comm_traced() || futex_call(p) != CALL_WAIT {
-        return 0;
-    }
-    let waker = KernelTask::current();
-    if !waker.comm_traced() || futex_call(waker) != CALL_WAKE {
+    if !p.comm_traced() {
         return 0;
     }
     let Some(w) = task(p) else { return 0 };
+    let waker = KernelTask::current();
+    wake_cause::woken(w, wake_cause::of_waking(waker));
+    // The futex path: task fields and saved registers, no more lookups, so
+    // that every other wakeup ends here.
+    if futex_call(p) != CALL_WAIT || !waker.comm_traced() || futex_call(waker) != CALL_WAKE {
+        return 0;
+    }
     // Read once: 0 if the waiter has not blocked yet (or woke already).
     let wait_start = unsafe { core::ptr::read_volatile(&w.futex_start_ns) };
     if wait_start == 0 {

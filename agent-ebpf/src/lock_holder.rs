@@ -27,7 +27,7 @@ pub fn remember_preemption(ts: &mut TaskState, start: u64, end: u64) {
         *e = end;
     }
     ts.hist_counted &= !(1u32 << i);
-    ts.hist_open = if end == 0 { i as u32 + 1 } else { 0 };
+    ts.hist_open = if end == 0 { i as u16 + 1 } else { 0 };
     ts.hist_next = ts.hist_next.wrapping_add(1);
 }
 

@@ -28,6 +28,8 @@ mod sched_switch;
 mod spinlock;
 #[cfg(target_arch = "bpf")]
 mod task;
+#[cfg(target_arch = "bpf")]
+mod wake_cause;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

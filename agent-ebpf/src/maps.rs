@@ -38,6 +38,12 @@ pub const OTHERS_SPIN: u32 = 16;
 /// like any acquisition) is not the task's.
 pub const FINDING_VMA: u32 = 32;
 
+/// `TaskState::wake_cause`: the waking ran inside a timer expiry on the
+/// waker's CPU (the task's own timeout), or in a user process; 0: neither,
+/// or no waking was seen.
+pub const WAKE_TIMER: u8 = 1;
+pub const WAKE_PROCESS: u8 = 2;
+
 /// Kinds of memory stall in the low bits of `TaskState::stall_start_ns`.
 pub const STALL_RECLAIM_DIRECT: u64 = 1;
 pub const STALL_RECLAIM_MEMCG: u64 = 2;
@@ -92,7 +98,14 @@ pub struct TaskState {
     /// Slot + 1 of the newest interval if its end is not known yet (0: none):
     /// the task was preempted while runnable (R) and runs again; its end is
     /// its start plus the growth of `run_delay`, read when needed.
-    pub hist_open: u32,
+    pub hist_open: u16,
+    /// Why the task was last woken (`WAKE_*`), written by `sched_waking` on
+    /// the waker's CPU, possibly before the sleep's own switch-out has run
+    /// here: one byte, stored alone, never read-modify-written.
+    pub wake_cause: u8,
+    /// The cause of the run now going on (`wake_cause` taken at the
+    /// switch-in after a sleep), counted at its switch-out.
+    pub run_cause: u8,
     /// Recent involuntary off-CPU intervals: [start, end] in ns (end 0: empty).
     pub hist_start: [u64; HOLDER_HISTORY],
     pub hist_end: [u64; HOLDER_HISTORY],
@@ -130,6 +143,8 @@ pub const EMPTY: TaskState = TaskState {
     futex_start_ns: 0,
     hist_next: 0,
     hist_open: 0,
+    wake_cause: 0,
+    run_cause: 0,
     hist_start: [0; HOLDER_HISTORY],
     hist_end: [0; HOLDER_HISTORY],
     hist_counted: 0,
@@ -323,6 +338,10 @@ pub struct VmaCaches {
 
 #[map]
 pub static VMA_CACHE: PerCpuArray<VmaCaches> = PerCpuArray::with_max_entries(1, 0);
+
+/// How deep this CPU is in timer expiries (`wake_cause`).
+#[map]
+pub static TIMER_DEPTH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The benchmark floor's counter (floor.rs).
 #[map]

@@ -25,10 +25,11 @@ use crate::{
     lock_holder::{close_open_interval, remember_preemption},
     maps::{
         add_diag, atomic_add, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, OTHERS_SPIN, PREEMPTORS,
-        PREEMPTOR_KEY, QUEUED, SEEDS, SLEPT, TASKS,
+        PREEMPTOR_KEY, QUEUED, SEEDS, SLEPT, TASKS, WAKE_PROCESS, WAKE_TIMER,
     },
     memory::{others_spinning, spinners_add},
     task::{own_state, resolve_current, task, task_or_create, KernelTask},
+    wake_cause,
 };
 
 /// `TASK_DEAD` in `prev->__state`: the final switch of an exiting task.
@@ -165,6 +166,7 @@ fn account_switch_out(
         }
         if ts.flags & SLEPT != 0 {
             sink.wakeup(waited);
+            count_cause(&sink, ts.run_cause);
         } else if ts.flags & QUEUED != 0 {
             preempted(ts, &sink, waited);
         }
@@ -176,6 +178,7 @@ fn account_switch_out(
     ts.pcount_seen = pcount;
     ts.exec_seen = exec;
     ts.flags &= !(SLEPT | QUEUED);
+    ts.run_cause = 0;
     if state & TASK_DEAD != 0 {
         // The kernel counts this switch in the task's nvcsw, but nobody can
         // read that count any more (wait4 may reap the task before it), and
@@ -207,6 +210,19 @@ fn account_switch_out(
         ts.offcpu_ns = 0;
         futex::blocking(prev, ts, state, || clock.now());
     }
+}
+
+/// A wake-up's cause (`wake_cause`), counted with it: timer or process;
+/// the rest is `WAKEUPS` less both.
+#[inline(always)]
+fn count_cause(sink: &Sink, cause: u8) {
+    // One add whatever the cause: sched_switch's stack is nearly full.
+    let idx = match cause {
+        WAKE_TIMER => counter::WAKEUPS_TIMER,
+        WAKE_PROCESS => counter::WAKEUPS_PROCESS,
+        _ => return,
+    };
+    sink.add(idx, 1);
 }
 
 /// The first switch-out of a task since the agent started: its run_delay
@@ -277,6 +293,9 @@ fn count_preemptor(ctx: &BtfTracePointContext, cluster: u32) {
 #[inline(always)]
 fn switch_in(next: KernelTask, clock: &mut Clock) {
     let Some(ts) = task(next) else { return };
+    if ts.flags & SLEPT != 0 {
+        wake_cause::running(ts);
+    }
     if ts.futex_start_ns != 0 {
         futex::running_again(ts, clock.now());
     }

@@ -15,6 +15,7 @@ use crate::maps::{
 };
 
 static ZERO_COUNTERS: Counters = Counters::zeroed();
+static EMPTY_STATE: TaskState = EMPTY;
 
 /// A `struct task_struct *` argument of a tp_btf program. Its fields are
 /// plain loads, which the verifier checks against the kernel's BTF, at
@@ -202,8 +203,10 @@ pub fn task_or_create(t: KernelTask) -> Option<&'static mut TaskState> {
             crate::memory::spinners_add(stale.spin_cluster, -1);
         }
     }
-    // BPF_ANY: creates, or replaces a stale entry whole.
-    if TASKS.insert(tid, EMPTY, 0).is_err() {
+    // BPF_ANY: creates, or replaces a stale entry whole. The new value is
+    // read from `.rodata`, not copied onto sched_switch's stack (392 bytes
+    // of its 512).
+    if TASKS.insert(tid, &EMPTY_STATE, 0).is_err() {
         // Counted, not logged: a log call is a subprogram whose stack adds
         // to sched_switch's (512 bytes in all). The agent reports the count.
         bump_diag(diag::TASK_MAP_FULL);

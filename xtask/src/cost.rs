@@ -35,7 +35,20 @@ fn print(title: &str, rows: &[(String, f64, f64)], only: &[&str]) {
     }
 }
 
-pub fn run() -> Result<()> {
+/// The scheduler programs and the timer expiries that give a wake-up its
+/// cause.
+const SCHED: [&str; 6] = [
+    "sched_switch",
+    "sched_waking",
+    "hrtimer_expire_entry",
+    "hrtimer_expire_exit",
+    "timer_expire_entry",
+    "timer_expire_exit",
+];
+
+/// All five settings, or with `sched_only` the scheduler ones: the pipe
+/// (untraced and traced) and PostgreSQL under pgbench.
+pub fn run(sched_only: bool) -> Result<()> {
     sh(Command::new("cargo")
         .current_dir(root())
         .args(["build", "--release", "-p", "pgpreempt"]))?;
@@ -48,14 +61,18 @@ pub fn run() -> Result<()> {
     print(
         "untraced tasks (perf bench sched pipe on one CPU; nothing traced):",
         &untraced,
-        &["sched_switch", "sched_waking"],
+        &SCHED,
     );
     let traced = with_agent(&["--comm", "sched-pipe"], pipe)?;
     print(
         "traced tasks (the same, with --comm sched-pipe):",
         &traced,
-        &["sched_switch", "sched_waking"],
+        &SCHED,
     );
+
+    if sched_only {
+        return pgbench_mixed();
+    }
 
     // The memory programs: a process faulting 100,000 fresh pages of a
     // private mapping, then of a shared one (its mmap and munmap take the
@@ -78,7 +95,12 @@ pub fn run() -> Result<()> {
     );
     let traced = with_agent(&["--comm", faults::COMM], fault)?;
     print("the same, traced (--comm pgp-faults):", &traced, &MEMORY);
+    pgbench_mixed()?;
+    throughput()
+}
 
+/// PostgreSQL under pgbench, every program.
+fn pgbench_mixed() -> Result<()> {
     let pg = Scratch::start()?;
     pg.init_pgbench(2)?;
     let mixed = with_agent(&[], || {
@@ -90,7 +112,7 @@ pub fn run() -> Result<()> {
         &[],
     );
     drop(pg);
-    throughput()
+    Ok(())
 }
 
 /// pgbench TPS with no agent, the agent without uprobes, and the agent with

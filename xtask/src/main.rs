@@ -47,7 +47,13 @@ enum Cmd {
         faults: bool,
     },
     /// Each kernel program's mean cost (ns per run) from the kernel's BPF statistics.
-    Cost,
+    Cost {
+        /// Only the scheduler programs (sched_switch, sched_waking, the
+        /// timer expiries): `perf bench sched pipe` untraced and traced, and
+        /// PostgreSQL under pgbench (about a minute).
+        #[arg(long)]
+        sched: bool,
+    },
     /// The benchmarks' faulting process (run by `bench` and `cost`): maps
     /// fresh anonymous memory, touches each 4 KiB page once, unmaps it.
     #[command(hide = true)]
@@ -87,7 +93,7 @@ fn main() {
         Cmd::Bench { faults: true, .. } => setup::run().and_then(|()| bench::run_faults()),
         Cmd::Bench { quick, .. } => setup::run().and_then(|()| bench::run(quick)),
         Cmd::FaultLoop { pages, shared } => faults::fault_loop(pages, shared),
-        Cmd::Cost => setup::run().and_then(|()| cost::run()),
+        Cmd::Cost { sched } => setup::run().and_then(|()| cost::run(sched)),
         Cmd::Soak { minutes } => setup::run().and_then(|()| soak::run(minutes)),
         Cmd::Demo { seconds } => setup::run().and_then(|()| demo::run(seconds)),
     };

@@ -26,6 +26,10 @@ pub const REQUIRED_TRACEPOINTS: &[&str] = &[
     "sched/sched_switch",
     "sched/sched_waking",
     "sched/sched_process_exit",
+    "timer/hrtimer_expire_entry",
+    "timer/hrtimer_expire_exit",
+    "timer/timer_expire_entry",
+    "timer/timer_expire_exit",
 ];
 
 const CAP_SYS_ADMIN: u32 = 21;

@@ -79,6 +79,21 @@ pub fn histogram_metric(labels: Vec<LabelPair>, h: &Hist) -> Metric {
     m
 }
 
+/// Wake-ups by cause (`cause` label values): timer, process, and the
+/// rest, other.
+pub fn wakeup_causes(c: &agent_common::stats::Counters) -> [(&'static str, u64); 3] {
+    let (all, timer, process) = (
+        c.v[counter::WAKEUPS],
+        c.v[counter::WAKEUPS_TIMER],
+        c.v[counter::WAKEUPS_PROCESS],
+    );
+    [
+        ("timer", timer),
+        ("process", process),
+        ("other", all.saturating_sub(timer + process)),
+    ]
+}
+
 /// Starts per label set, with every known label set present (at zero if
 /// none started), so that `rate()` sees the first start.
 fn starts_with_zeros(s: &Snapshot) -> Vec<(Labels, u64)> {
@@ -142,6 +157,22 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
                 ("involuntary", counter::INVOLUNTARY_SWITCHES),
             ],
         ),
+    ));
+
+    out.push(family(
+        "pgpreempt_wakeups_total",
+        "Wake-ups of traced tasks: runs that follow a voluntary sleep, counted when the run ends, by what woke the task. cause=timer: a timer expiry (the task's own timeout: a latch wait's timeout, pg_usleep); process: a user process (a latch set, a semaphore post, a socket or pipe write; also an interrupt that arrived while a process ran); other: the rest (kernel threads, the idle task, a process exiting). Idle wake-ups keep CPUs out of deep idle states.",
+        MetricType::COUNTER,
+        s.groups
+            .iter()
+            .flat_map(|(l, g)| {
+                wakeup_causes(&g.counters).map(|(cause, n)| {
+                    let mut labels = group_labels(l);
+                    labels.push(label("cause", cause));
+                    counter_metric(labels, n as f64)
+                })
+            })
+            .collect(),
     ));
 
     out.push(family(
@@ -580,6 +611,26 @@ mod tests {
             },
         ];
         s
+    }
+
+    #[test]
+    fn wakeups_by_cause() {
+        let mut s = snap();
+        let c = &mut s.groups[0].1.counters.v;
+        c[counter::WAKEUPS] = 100;
+        c[counter::WAKEUPS_TIMER] = 60;
+        c[counter::WAKEUPS_PROCESS] = 30;
+        let text = render(&s, "0.1.0");
+        let l = r#"cluster="/var/lib/pg",backend_type="client backend""#;
+        for want in [
+            "# HELP pgpreempt_wakeups_total Wake-ups of traced tasks".to_string(),
+            "# TYPE pgpreempt_wakeups_total counter".to_string(),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="timer"}} 60"#),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="process"}} 30"#),
+            format!(r#"pgpreempt_wakeups_total{{{l},cause="other"}} 10"#),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum Hook {
 /// has their tracepoints; `pgpreempt check` says which it has.
 pub const PROGRAMS: &[(&str, Hook)] = &[
     ("sched_switch", Hook::Btf("sched_switch")),
+    // Timer expiries, for the cause of a wake-up: the exits first, so that
+    // an expiry under way at attach time cannot leave a CPU counted inside
+    // one (README, "Idle wake-ups").
+    ("hrtimer_expire_exit", Hook::Btf("hrtimer_expire_exit")),
+    ("timer_expire_exit", Hook::Btf("timer_expire_exit")),
+    ("hrtimer_expire_entry", Hook::Btf("hrtimer_expire_entry")),
+    ("timer_expire_entry", Hook::Btf("timer_expire_entry")),
     ("sched_waking", Hook::Btf("sched_waking")),
     ("sched_process_exit", Hook::Btf("sched_process_exit")),
     ("sched_process_fork", Hook::Btf("sched_process_fork")),

@@ -35,6 +35,60 @@ pub fn top_lock_holders(r: &Report, n: usize) -> Vec<&ProcessJson> {
     v
 }
 
+/// The processes that woke most often (powertop's view): by wake-ups,
+/// then pid.
+pub fn top_wakers(r: &Report, n: usize) -> Vec<&ProcessJson> {
+    let mut v: Vec<&ProcessJson> = r
+        .processes
+        .iter()
+        .filter(|p| p.figures.wakeups > 0)
+        .collect();
+    v.sort_by(|a, b| {
+        b.figures
+            .wakeups
+            .cmp(&a.figures.wakeups)
+            .then(a.pid.cmp(&b.pid))
+    });
+    v.truncate(n);
+    v
+}
+
+/// The "idle wake-ups" section: per process, wake-ups per second of the
+/// session in total and by cause, most first (README, "Idle wake-ups").
+fn wakeups_section(r: &Report, d: f64, out: &mut String) {
+    out.push_str(
+        "\nidle wake-ups (runs after a sleep, per second of session, by cause; most first)\n",
+    );
+    let top = top_wakers(r, TOP);
+    if top.is_empty() {
+        out.push_str("  none: no traced process woke up\n");
+        return;
+    }
+    let mut t = Table::new(&[
+        ("pid", Align::Right),
+        ("backend type", Align::Left),
+        ("wake/s", Align::Right),
+        ("timer/s", Align::Right),
+        ("process/s", Align::Right),
+        ("other/s", Align::Right),
+        ("exited", Align::Left),
+    ]);
+    let rate = |v: u64| num(v as f64 / d);
+    for p in top {
+        let f = &p.figures;
+        t.row(vec![
+            p.pid.to_string(),
+            p.backend_type.clone(),
+            rate(f.wakeups),
+            rate(f.wakeups_timer),
+            rate(f.wakeups_process),
+            rate(f.wakeups_other),
+            if p.exited_during_session { "yes" } else { "" }.into(),
+        ]);
+    }
+    out.push_str(&t.render());
+}
+
 /// The session's figures in one set of terms: time per second of session
 /// (a share of one CPU, `12.5 ms/s`) with its share of the processes'
 /// active time, and counts per second.
@@ -109,6 +163,14 @@ fn totals_lines(f: &Figures, d: f64, cpus: u32, out: &mut String) {
         "  context switches      {} involuntary, {} voluntary",
         count(f.involuntary_switches),
         count(f.voluntary_switches)
+    );
+    let _ = writeln!(
+        out,
+        "  wake-ups              {}: {} timer, {} process, {} other",
+        count(f.wakeups),
+        count(f.wakeups_timer),
+        count(f.wakeups_process),
+        count(f.wakeups_other)
     );
 }
 
@@ -246,6 +308,7 @@ pub fn render(r: &Report, verbose: bool) -> String {
         ("waiter delay", Align::Right),
         ("holder preempt", Align::Right),
         ("invol/s", Align::Right),
+        ("wake/s", Align::Right),
         ("preempted", Align::Right),
         ("preempt p99", Align::Right),
         ("wake p99", Align::Right),
@@ -266,6 +329,7 @@ pub fn render(r: &Report, verbose: bool) -> String {
             secs(f.waiter_delay_seconds),
             f.holder_preemptions.to_string(),
             num(f.involuntary_switches as f64 / d),
+            num(f.wakeups as f64 / d),
             secs(f.preempted_seconds),
             p99(b.histogram("preempted_seconds")),
             p99(b.histogram("wakeup_latency_seconds")),
@@ -284,6 +348,8 @@ pub fn render(r: &Report, verbose: bool) -> String {
     } else if !r.histograms.is_empty() {
         out.push_str("\n(log2 histograms of each wait: --verbose)\n");
     }
+
+    wakeups_section(r, d, &mut out);
 
     let holders = top_lock_holders(r, TOP);
     out.push_str("\ntop lock holders (preempted while others waited on them; longest first)\n");
@@ -403,6 +469,8 @@ mod tests {
             "preempted_seconds: 11 observations",
             "top lock holders",
             "StrategyGetBuffer",
+            "idle wake-ups (runs after a sleep",
+            "  wake-ups              ",
             "\nmemory\n  shared memory         /data: 143 MB on 4 kB pages (huge pages off)\n  page faults ",
             "memory by backend type",
         ] {

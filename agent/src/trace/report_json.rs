@@ -124,6 +124,15 @@ pub struct Figures {
     pub preempted_seconds: f64,
     pub wakeups: u64,
     pub wakeup_latency_seconds: f64,
+    /// The `wakeups` by cause (README, "Idle wake-ups"): a timer expiry
+    /// (the task's own timeout), a user process, and the rest. Added in
+    /// schema version 1: zero in older reports.
+    #[serde(default)]
+    pub wakeups_timer: u64,
+    #[serde(default)]
+    pub wakeups_process: u64,
+    #[serde(default)]
+    pub wakeups_other: u64,
     pub futex_waits: u64,
     pub futex_wait_seconds: f64,
     pub futex_wakes: u64,
@@ -209,6 +218,10 @@ impl Figures {
             preempted_seconds: secs(v(counter::PREEMPTED_NS)),
             wakeups: v(counter::WAKEUPS),
             wakeup_latency_seconds: secs(v(counter::WAKEUP_LATENCY_NS)),
+            wakeups_timer: v(counter::WAKEUPS_TIMER),
+            wakeups_process: v(counter::WAKEUPS_PROCESS),
+            wakeups_other: v(counter::WAKEUPS)
+                .saturating_sub(v(counter::WAKEUPS_TIMER) + v(counter::WAKEUPS_PROCESS)),
             futex_waits: v(counter::FUTEX_WAITS),
             futex_wait_seconds: secs(v(counter::FUTEX_WAIT_NS)),
             futex_wakes: v(counter::FUTEX_WAKES),
@@ -538,6 +551,9 @@ pub(crate) mod tests {
             "preempted_seconds",
             "wakeups",
             "wakeup_latency_seconds",
+            "wakeups_timer",
+            "wakeups_process",
+            "wakeups_other",
             "futex_waits",
             "futex_wait_seconds",
             "holder_preemptions",
