@@ -31,16 +31,21 @@ pub mod counter {
     /// Per wait ended by a holder: overlap of the wait with the holder's
     /// involuntary off-CPU intervals (on the waiter).
     pub const WAITER_DELAY_NS: usize = 11;
-    /// Waits that began before the holder's kept history (on the waiter).
-    pub const HISTORY_OVERFLOWS: usize = 12;
+    /// Of the `WAKEUPS`, those whose waking ran inside a timer expiry
+    /// (`hrtimer_expire_*`, `timer_expire_*`: a timeout of the task's own
+    /// sleep) and those a user process woke (a latch set, a semaphore post,
+    /// a socket or pipe write). The rest (kernel threads, the idle task, a
+    /// waking unseen) is `WAKEUPS` minus both (README, "Idle wake-ups").
+    /// Per CPU: they change at nearly every voluntary switch, and an atomic
+    /// add on a line every CPU shares would bounce it between them.
+    pub const WAKEUPS_TIMER: usize = 12;
     /// Contended spinlock acquisitions (`s_lock` calls).
     pub const SPINS: usize = 13;
     /// Time in `s_lock`.
     pub const SPIN_NS: usize = 14;
     /// Sleeps taken while spinning (`s_lock`'s return value).
     pub const SPIN_DELAYS: usize = 15;
-    /// Involuntary switch-outs while inside `s_lock`.
-    pub const SPINNER_PREEMPTIONS: usize = 16;
+    pub const WAKEUPS_PROCESS: usize = 16;
 
     // The memory side (README, "Memory stalls"). Page faults taken in user
     // mode (`exceptions/page_fault_user`), by where the address lands:
@@ -95,15 +100,12 @@ pub mod counter {
     pub const NUMA_MIGRATIONS: usize = 39;
     /// Pages migrated in the task's context (`mm_migrate_pages`, succeeded).
     pub const PAGES_MIGRATED: usize = 40;
-    /// Of the `WAKEUPS`, those whose waking ran inside a timer expiry
-    /// (`hrtimer_expire_*`, `timer_expire_*`: a timeout of the task's own
-    /// sleep) and those a user process woke (a latch set, a semaphore post,
-    /// a socket or pipe write). The rest (kernel threads, the idle task, a
-    /// waking unseen) is `WAKEUPS` minus both (README, "Idle wake-ups").
-    /// Shared per group, not per CPU: two more per-CPU counters would take
-    /// the daemon's maps past 32 MiB at 96 CPUs (README, "Map memory").
-    pub const WAKEUPS_TIMER: usize = 41;
-    pub const WAKEUPS_PROCESS: usize = 42;
+    /// Waits that began before the holder's kept history (on the waiter).
+    /// Rare: shared per group (its per-CPU slot went to the wake-ups).
+    pub const HISTORY_OVERFLOWS: usize = 41;
+    /// Involuntary switch-outs while inside `s_lock`. Rare next to the
+    /// switches themselves: shared per group.
+    pub const SPINNER_PREEMPTIONS: usize = 42;
     /// Number of counters (the rest of the array is reserved).
     pub const USED: usize = 43;
 }

@@ -1377,7 +1377,7 @@ fn children_of_a_postmaster_that_exec_leave_no_process_info_behind() {
     };
     let mut cadence = Cadence::new();
     let mut results = Vec::new();
-    for phase in 0..2 {
+    for (phase, &children) in EXEC_CHILDREN.iter().enumerate() {
         gate.release(1);
         let started = Instant::now();
         while unsafe { std::ptr::read_volatile(&board.get().done[phase]) } == 0 {
@@ -1400,7 +1400,7 @@ fn children_of_a_postmaster_that_exec_leave_no_process_info_behind() {
             .of_cluster(&data.display().to_string());
         eprintln!(
             "phase {phase}: {} children exec'd; PROC_INFO {proc_info} entries, {lost} process events lost, {starts} starts counted",
-            EXEC_CHILDREN[phase]
+            children
         );
         results.push((proc_info, lost));
     }

@@ -172,6 +172,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             &logs("pgbench-tpcb.log"),
         ),
         spawn(&mut pg.select_only(&seconds), &logs("pgbench-select.log")),
+        // A connection per transaction: process starts and lifetimes.
+        spawn(
+            pg.pgbench().args([
+                "-C", "-S", "-c", "1", "-j", "1", "-R", "20", "-T", &seconds, "postgres",
+            ]),
+            &logs("pgbench-connect.log"),
+        ),
     ];
 
     let config = dir.path().join("prometheus.yml");
@@ -235,10 +242,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             "prometheus exited: {}",
             log(&logs("prometheus.log"))
         );
-        for (l, name) in loads
-            .iter_mut()
-            .zip(["pgbench-tpcb.log", "pgbench-select.log"])
-        {
+        for (l, name) in loads.iter_mut().zip([
+            "pgbench-tpcb.log",
+            "pgbench-select.log",
+            "pgbench-connect.log",
+        ]) {
             assert!(l.alive(), "pgbench ended early: {}", log(&logs(name)));
         }
         std::thread::sleep(Duration::from_secs(1));
