@@ -37,12 +37,20 @@ pub const OTHERS_SPIN: u32 = 16;
 /// `mmap_lock` try-lock that `bpf_find_vma` takes (which the kernel traces
 /// like any acquisition) is not the task's.
 pub const FINDING_VMA: u32 = 32;
+/// `sched_switch` saw the task's switch-in since its last switch-out; a
+/// switch-out without it is a switch-in the kernel did not run the program
+/// for (`diag::SWITCH_IN_MISSED`), and the wake-up's cause is still in
+/// `wake_cause`.
+pub const SEEN_IN: u32 = 64;
 
 /// `TaskState::wake_cause`: the waking ran inside a timer expiry on the
 /// waker's CPU (the task's own timeout), or in a user process; 0: neither,
 /// or no waking was seen.
 pub const WAKE_TIMER: u8 = 1;
 pub const WAKE_PROCESS: u8 = 2;
+/// Neither (a kernel thread, the idle task); 0 in `wake_cause` means no
+/// waking was seen.
+pub const WAKE_OTHER: u8 = 3;
 
 /// Kinds of memory stall in the low bits of `TaskState::stall_start_ns`.
 pub const STALL_RECLAIM_DIRECT: u64 = 1;

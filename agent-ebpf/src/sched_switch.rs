@@ -25,7 +25,7 @@ use crate::{
     lock_holder::{close_open_interval, remember_preemption},
     maps::{
         add_diag, atomic_add, bump_diag, TaskState, EMPTY, EXIT_SCRATCH, OTHERS_SPIN, PREEMPTORS,
-        PREEMPTOR_KEY, QUEUED, SEEDS, SLEPT, TASKS, WAKE_PROCESS, WAKE_TIMER,
+        PREEMPTOR_KEY, QUEUED, SEEDS, SEEN_IN, SLEPT, TASKS, WAKE_PROCESS, WAKE_TIMER,
     },
     memory::{others_spinning, spinners_add},
     task::{own_state, resolve_current, task, task_or_create, KernelTask},
@@ -158,6 +158,17 @@ fn account_switch_out(
     let runs = pcount.wrapping_sub(ts.pcount_seen);
     let one_wait = if runs == 1 { waited } else { 0 };
     let exec = prev.sum_exec_runtime();
+    if ts.pcount_seen != 0 && ts.flags & SEEN_IN == 0 {
+        // Its switch-in was not seen. A sleep's wake-up still has its cause
+        // waiting (`catch_up_missed_switch_in` counts the miss where a
+        // futex wait or a preemption was open).
+        if ts.futex_start_ns == 0 && ts.offcpu_ns == 0 {
+            bump_diag(diag::SWITCH_IN_MISSED);
+        }
+        if ts.flags & SLEPT != 0 {
+            wake_cause::running(ts);
+        }
+    }
     catch_up_missed_switch_in(ts, one_wait, clock);
     close_open_interval(ts, one_wait);
     if ts.pcount_seen != 0 {
@@ -177,7 +188,7 @@ fn account_switch_out(
     ts.run_delay_seen = run_delay;
     ts.pcount_seen = pcount;
     ts.exec_seen = exec;
-    ts.flags &= !(SLEPT | QUEUED);
+    ts.flags &= !(SLEPT | QUEUED | SEEN_IN);
     ts.run_cause = 0;
     if state & TASK_DEAD != 0 {
         // The kernel counts this switch in the task's nvcsw, but nobody can
@@ -220,6 +231,8 @@ fn count_cause(sink: &Sink, cause: u8) {
     let idx = match cause {
         WAKE_TIMER => counter::WAKEUPS_TIMER,
         WAKE_PROCESS => counter::WAKEUPS_PROCESS,
+        // No waking seen for this run (`diag::WAKING_MISSED`): other.
+        0 => return bump_diag(diag::WAKING_MISSED),
         _ => return,
     };
     sink.add(idx, 1);
@@ -293,6 +306,7 @@ fn count_preemptor(ctx: &BtfTracePointContext, cluster: u32) {
 #[inline(always)]
 fn switch_in(next: KernelTask, clock: &mut Clock) {
     let Some(ts) = task(next) else { return };
+    ts.flags |= SEEN_IN;
     if ts.flags & SLEPT != 0 {
         wake_cause::running(ts);
     }

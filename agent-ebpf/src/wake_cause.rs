@@ -26,7 +26,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 
 use crate::{
-    maps::{TaskState, TIMER_DEPTH, WAKE_PROCESS, WAKE_TIMER},
+    maps::{TaskState, TIMER_DEPTH, WAKE_OTHER, WAKE_PROCESS, WAKE_TIMER},
     task::KernelTask,
 };
 
@@ -85,7 +85,7 @@ pub fn of_waking(waker: KernelTask) -> u8 {
     if waker.mm() != 0 && waker.pid() != 0 {
         WAKE_PROCESS
     } else {
-        0
+        WAKE_OTHER
     }
 }
 

@@ -57,10 +57,12 @@ fn sleep_once(how: Sleep, epfd: i32) {
     }
 }
 
-/// Switch-ins the kernel did not run `sched_switch` for: the run after
-/// such a one has no cause (counted as other).
+/// Switch-ins the kernel did not run `sched_switch` for, and runs whose
+/// waking the programs did not see (`waking_missed`): the reported ways a
+/// wake-up can lack its cause.
 fn missed_switch_ins(agent: &pgpreempt::agent::Agent) -> u64 {
-    agent.diag()[agent_common::stats::diag::SWITCH_IN_MISSED]
+    let d = agent.diag();
+    d[agent_common::stats::diag::SWITCH_IN_MISSED] + d[agent_common::stats::diag::WAKING_MISSED]
 }
 
 fn wakeups(a: &Counters, b: &Counters) -> (u64, u64, u64, u64) {
@@ -139,7 +141,7 @@ fn a_50ms_sleep_loop_gives_20_timer_wakeups_per_second() {
         let (all, timer, process, other) = wakeups(&before[i], &after);
         let secs = board.elapsed_ns[i] as f64 / 1e9;
         eprintln!(
-            "{how:?}: {all} wake-ups in {secs:.3} s: timer {timer} ({:.1}/s), process {process}, other {other}; the child's own voluntary switches in its loop {}",
+            "{how:?}: {all} wake-ups in {secs:.3} s: timer {timer} ({:.1}/s), process {process}, other {other}; the child's own voluntary switches in its loop {}; {missed_in} switch-ins missed or wakings skipped on the host",
             timer as f64 / secs,
             board.switches[i]
         );

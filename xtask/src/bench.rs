@@ -469,7 +469,7 @@ struct Drops {
 
 /// The `reason`s of scheduler events the kernel did not deliver (the agent's
 /// `snapshot::KERNEL_SKIPPED`).
-const MISSED_REASONS: [&str; 2] = ["switch_in_missed", "switch_out_missed"];
+const MISSED_REASONS: [&str; 3] = ["switch_in_missed", "switch_out_missed", "waking_missed"];
 
 /// Per-program cost and drops from one more pgbench run with BPF statistics.
 fn programs(plan: &Plan, out: &mut String) -> Result<Drops> {

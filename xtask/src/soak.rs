@@ -45,7 +45,7 @@ const COUNTED_MAPS: [&str; 3] = ["TASKS", "PROC_INFO", "SEEDS"];
 
 /// Drop reasons that are scheduler events the kernel did not run the
 /// programs for (the agent's `snapshot::KERNEL_SKIPPED`), not the agent's.
-const KERNEL_MISSES: [&str; 2] = ["switch_in_missed", "switch_out_missed"];
+const KERNEL_MISSES: [&str; 3] = ["switch_in_missed", "switch_out_missed", "waking_missed"];
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -473,7 +473,7 @@ pub fn families(s: &Snapshot, version: &str) -> Vec<MetricFamily> {
 
     out.push(family(
         "pgpreempt_dropped_events_total",
-        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late). fault_region_unknown: page faults whose mapping could not be looked up (its mmap_lock was held for writing), counted in no region.",
+        "Events the kernel programs could not record, by reason. Non-zero means undercounting: raise --max-processes. switch_in_missed and switch_out_missed: scheduler events the kernel did not run the programs for (rare; a missed switch-in is made good one run late); waking_missed: a wake-up whose waking was not seen, counted as cause other. fault_region_unknown: page faults whose mapping could not be looked up (its mmap_lock was held for writing), counted in no region.",
         MetricType::COUNTER,
         crate::kernel::snapshot::DIAG_REASONS
             .iter()

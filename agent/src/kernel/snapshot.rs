@@ -249,13 +249,14 @@ pub const DIAG_REASONS: [(&str, usize); diag::NUM] = [
     ("switch_out_missed", diag::SWITCH_OUT_MISSED),
     ("fault_region_unknown", diag::FAULT_REGION_UNKNOWN),
     ("process_info_full", diag::PROC_INFO_FULL),
+    ("waking_missed", diag::WAKING_MISSED),
 ];
 
 /// The reasons above that are scheduler events the kernel did not run the
 /// programs for: no setting changes them, and a missed switch-in is made
 /// good. Reports and the alert rule tell them apart from drops by the
 /// agent (the bench keeps its own copy: xtask does not link the agent).
-pub const KERNEL_SKIPPED: [&str; 2] = ["switch_in_missed", "switch_out_missed"];
+pub const KERNEL_SKIPPED: [&str; 3] = ["switch_in_missed", "switch_out_missed", "waking_missed"];
 
 /// One program's cost, from the kernel's BPF statistics.
 #[derive(Debug, Clone)]
