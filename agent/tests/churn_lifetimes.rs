@@ -87,6 +87,24 @@ fn short_cpu_ns(i: usize) -> u64 {
     ms as u64 * 1_000_000
 }
 
+/// Forks `n` children, [`SHORT_PER_CPU`] per CPU at a time (at most 64),
+/// each running `child(i)`; once a batch is forked, `reap(i, pid)` waits
+/// for each of it. Allocates nothing (it runs in a forked child).
+fn in_batches(n: usize, child: impl Fn(usize) + Copy, mut reap: impl FnMut(usize, u32)) {
+    let batch =
+        (SHORT_PER_CPU * std::thread::available_parallelism().map_or(2, |n| n.get())).min(64);
+    let mut pids = [0u32; 64];
+    for start in (0..n).step_by(batch) {
+        let end = (start + batch).min(n);
+        for i in start..end {
+            pids[i - start] = fork_child(move || child(i));
+        }
+        for i in start..end {
+            reap(i, pids[i - start]);
+        }
+    }
+}
+
 #[repr(C)]
 struct ShortBoard {
     pids: [u32; SHORT_CHILDREN],
@@ -119,24 +137,21 @@ fn short_lived_children_run_queue_time_matches_their_own_schedstat() {
         unsafe { libc::close(gate.w) };
         set_comm(b"pgpt-short");
         let board = unsafe { &mut *(b as *mut ShortBoard) };
-        let batch = SHORT_PER_CPU * std::thread::available_parallelism().map_or(2, |n| n.get());
-        for start in (0..SHORT_CHILDREN).step_by(batch) {
-            let end = (start + batch).min(SHORT_CHILDREN);
-            for i in start..end {
-                board.pids[i] = fork_child(move || {
-                    let board = unsafe { &mut *(b as *mut ShortBoard) };
-                    burn_cpu(short_cpu_ns(i));
-                    board.own_delay[i] = own_run_delay_ns();
-                    board.own_nivcsw[i] = own_nivcsw();
-                });
-            }
-            for i in start..end {
-                let pid = board.pids[i];
+        in_batches(
+            SHORT_CHILDREN,
+            move |i| {
+                let board = unsafe { &mut *(b as *mut ShortBoard) };
+                burn_cpu(short_cpu_ns(i));
+                board.own_delay[i] = own_run_delay_ns();
+                board.own_nivcsw[i] = own_nivcsw();
+            },
+            |i, pid| {
+                board.pids[i] = pid;
                 wait_exited(pid);
                 board.final_delay[i] = run_delay_of(pid);
                 board.final_nivcsw[i] = reap_rusage(pid).ru_nivcsw as u64;
-            }
-        }
+            },
+        );
         unsafe { std::ptr::write_volatile(&mut board.done, 1) };
         // Asleep until the test has read the agent.
         gate.pass();
@@ -1155,31 +1170,26 @@ fn children_of_a_postmaster_that_live_milliseconds_keep_their_labels() {
         // Until the agent knows it as a postmaster.
         gate.pass();
         let board = unsafe { &mut *(b as *mut BriefBoard) };
-        let batch =
-            (SHORT_PER_CPU * std::thread::available_parallelism().map_or(2, |n| n.get())).min(64);
-        let mut pids = [0u32; 64];
-        for start in (0..BRIEF_CHILDREN).step_by(batch) {
-            let end = (start + batch).min(BRIEF_CHILDREN);
-            for i in start..end {
-                pids[i - start] = fork_child(move || {
-                    let board = unsafe { &mut *(b as *mut BriefBoard) };
-                    // 0 to 3 sleeps of 1 ms, and 1 to 20 ms of CPU.
-                    for _ in 0..i % 4 {
-                        sleep_ns(1_000_000);
-                    }
-                    burn_cpu(short_cpu_ns(i));
-                    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-                    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-                    board.own_nvcsw[i] = ru.ru_nvcsw as u64;
-                    board.own_nivcsw[i] = ru.ru_nivcsw as u64;
-                });
-            }
-            for i in start..end {
-                let ru = reap_rusage(pids[i - start]);
+        in_batches(
+            BRIEF_CHILDREN,
+            move |i| {
+                let board = unsafe { &mut *(b as *mut BriefBoard) };
+                // 0 to 3 sleeps of 1 ms, and 1 to 20 ms of CPU.
+                for _ in 0..i % 4 {
+                    sleep_ns(1_000_000);
+                }
+                burn_cpu(short_cpu_ns(i));
+                let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+                board.own_nvcsw[i] = ru.ru_nvcsw as u64;
+                board.own_nivcsw[i] = ru.ru_nivcsw as u64;
+            },
+            |i, pid| {
+                let ru = reap_rusage(pid);
                 board.final_nvcsw[i] = ru.ru_nvcsw as u64;
                 board.final_nivcsw[i] = ru.ru_nivcsw as u64;
-            }
-        }
+            },
+        );
         unsafe { std::ptr::write_volatile(&mut board.done, 1) };
         gate.pass();
     });

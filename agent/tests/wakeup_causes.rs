@@ -65,6 +65,51 @@ fn missed_switch_ins(agent: &pgpreempt::agent::Agent) -> u64 {
     d[agent_common::stats::diag::SWITCH_IN_MISSED] + d[agent_common::stats::diag::WAKING_MISSED]
 }
 
+/// What the agent counted for each child from the test's go to its exit
+/// (`wakeups` of `before` and `after`), and the misses it reported
+/// meanwhile: `missed_in` (switch-ins and wakings, which leave a run
+/// without its cause) and `missed` (those and switch-outs).
+struct Window {
+    before: Vec<Counters>,
+    after: Vec<Counters>,
+    missed_in: u64,
+    missed: u64,
+}
+
+/// Waits until every child is asleep on the go futex, reads the agent,
+/// lets the children go, reaps them and reads the agent again.
+fn run_window(
+    agent: &mut pgpreempt::agent::Agent,
+    kids: Vec<Killed>,
+    board: &Shared<Board>,
+) -> Window {
+    let pids: Vec<u32> = kids.iter().map(|k| k.0).collect();
+    while !pids.iter().all(|&p| is_asleep(p)) {
+        sleep_ns(5_000_000);
+    }
+    agent.refresh();
+    let counters = |agent: &pgpreempt::agent::Agent| -> Vec<Counters> {
+        pids.iter()
+            .map(|&p| agent.process_counters(p).expect("child traced"))
+            .collect()
+    };
+    let before = counters(agent);
+    let missed_before = common::missed_switch_outs(agent);
+    let in_before = missed_switch_ins(agent);
+    go(board);
+    reap(&kids.into_iter().map(Killed::disarm).collect::<Vec<_>>());
+    agent.refresh();
+    let missed_in = missed_switch_ins(agent) - in_before;
+    let missed = common::missed_switch_outs(agent) - missed_before + missed_in;
+    let after = counters(agent);
+    Window {
+        before,
+        after,
+        missed_in,
+        missed,
+    }
+}
+
 fn wakeups(a: &Counters, b: &Counters) -> (u64, u64, u64, u64) {
     let d = |i: usize| b.v[i] - a.v[i];
     let (all, timer, process) = (
@@ -112,33 +157,20 @@ fn a_50ms_sleep_loop_gives_20_timer_wakeups_per_second() {
     while !pids.iter().all(|&p| is_asleep(p)) {
         sleep_ns(5_000_000);
     }
-    // Asleep on the go futex now (the first sleep is 50 ms: past it).
+    // Past the first sleep (50 ms): asleep on the go futex once asleep again.
     sleep_ns(2 * SLEEP_NS);
-    while !pids.iter().all(|&p| is_asleep(p)) {
-        sleep_ns(5_000_000);
-    }
-    agent.refresh();
-    let before: Vec<Counters> = pids
-        .iter()
-        .map(|&p| agent.process_counters(p).expect("timer child traced"))
-        .collect();
-    let missed_before = common::missed_switch_outs(&agent);
-    let in_before = missed_switch_ins(&agent);
-    go(&board);
-    let pids: Vec<u32> = kids.into_iter().map(Killed::disarm).collect();
-    reap(&pids);
-    agent.refresh();
-    let missed_in = missed_switch_ins(&agent) - in_before;
-    let missed = common::missed_switch_outs(&agent) - missed_before + missed_in;
+    let Window {
+        before,
+        after,
+        missed_in,
+        missed,
+    } = run_window(&mut agent, kids, &board);
     let board = board.get();
     for (i, how) in [Sleep::Nanosleep, Sleep::Poll, Sleep::Epoll]
         .into_iter()
         .enumerate()
     {
-        let after = agent
-            .process_counters(pids[i])
-            .expect("timer child counted");
-        let (all, timer, process, other) = wakeups(&before[i], &after);
+        let (all, timer, process, other) = wakeups(&before[i], &after[i]);
         let secs = board.elapsed_ns[i] as f64 / 1e9;
         eprintln!(
             "{how:?}: {all} wake-ups in {secs:.3} s: timer {timer} ({:.1}/s), process {process}, other {other}; the child's own voluntary switches in its loop {}; {missed_in} switch-ins missed or wakings skipped on the host",
@@ -221,28 +253,16 @@ fn processes_waking_each_other_over_pipes_give_process_wakeups() {
     for fd in ab.into_iter().chain(ba) {
         unsafe { libc::close(fd) };
     }
-    let pids: Vec<u32> = kids.iter().map(|k| k.0).collect();
-    while !pids.iter().all(|&p| is_asleep(p)) {
-        sleep_ns(5_000_000);
-    }
-    agent.refresh();
-    let before: Vec<Counters> = pids
-        .iter()
-        .map(|&p| agent.process_counters(p).expect("player traced"))
-        .collect();
-    let missed_before = common::missed_switch_outs(&agent);
-    let in_before = missed_switch_ins(&agent);
-    go(&board);
-    let pids: Vec<u32> = kids.into_iter().map(Killed::disarm).collect();
-    reap(&pids);
-    agent.refresh();
-    let missed_in = missed_switch_ins(&agent) - in_before;
-    let missed = common::missed_switch_outs(&agent) - missed_before + missed_in;
+    let Window {
+        before,
+        after,
+        missed_in,
+        missed,
+    } = run_window(&mut agent, kids.into(), &board);
     let board = board.get();
     let mut slept = 0;
     for i in 0..2 {
-        let after = agent.process_counters(pids[i]).expect("player counted");
-        let (all, timer, process, other) = wakeups(&before[i], &after);
+        let (all, timer, process, other) = wakeups(&before[i], &after[i]);
         eprintln!(
             "player {i}: {} messages, {} voluntary switches in its loop; agent: {all} wake-ups, process {process}, timer {timer}, other {other}",
             board.messages[i], board.switches[i]
