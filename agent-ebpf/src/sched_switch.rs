@@ -309,6 +309,12 @@ fn switch_in(next: KernelTask, clock: &mut Clock) {
     ts.flags |= SEEN_IN;
     if ts.flags & SLEPT != 0 {
         wake_cause::running(ts);
+    } else {
+        // After a preemption: a cause stored meanwhile (a timer that fired
+        // while the task, preempted on its way to sleep, waited for a CPU)
+        // belongs to no sleep. No later sleep's waking can come before
+        // this switch-in, so this clears nothing that counts.
+        wake_cause::forget(ts);
     }
     if ts.futex_start_ns != 0 {
         futex::running_again(ts, clock.now());

@@ -102,3 +102,9 @@ pub fn running(ts: &mut TaskState) {
     ts.run_cause = unsafe { core::ptr::read_volatile(&ts.wake_cause) };
     unsafe { core::ptr::write_volatile(&mut ts.wake_cause, 0) };
 }
+
+/// At a switch-in after a preemption: no waking is pending.
+#[inline(always)]
+pub fn forget(ts: &mut TaskState) {
+    unsafe { core::ptr::write_volatile(&mut ts.wake_cause, 0) };
+}
